@@ -1,0 +1,69 @@
+"""heal-rag: HEAL (Hierarchical Embedding Alignment Loss) for domain-aligned retrieval in LlamaIndex.
+
+The public API is imported lazily, so ``import heal_rag`` stays cheap and the topic hierarchy can be used
+without importing torch or LlamaIndex::
+
+    from heal_rag import HNMFk
+    hierarchy = HNMFk(depth=2, random_state=0).fit(texts).hierarchy_
+    print(hierarchy)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from heal_rag._version import __version__
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # topic hierarchy
+    "HNMFk": "heal_rag.hierarchy",
+    "NMFk": "heal_rag.hierarchy",
+    "Hierarchy": "heal_rag.hierarchy",
+    "Topic": "heal_rag.hierarchy",
+    # data
+    "Document": "heal_rag.datasets",
+    "RetrievalDataset": "heal_rag.datasets",
+    "load_beir": "heal_rag.datasets",
+    "load_corpus": "heal_rag.datasets",
+    "load_demo_dataset": "heal_rag.datasets",
+    # training
+    "HEALLoss": "heal_rag.training",
+    "heal_loss": "heal_rag.training",
+    "HierarchicalBatchSampler": "heal_rag.training",
+    "HEALFinetuneEngine": "heal_rag.training",
+    "HEALModelDir": "heal_rag.training",
+    "load_model_dir": "heal_rag.training",
+    # LlamaIndex
+    "HEALEmbedding": "heal_rag.integrations",
+    "HierarchicalRetriever": "heal_rag.integrations",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from heal_rag.datasets import Document, RetrievalDataset, load_beir, load_corpus, load_demo_dataset
+    from heal_rag.hierarchy import HNMFk, Hierarchy, NMFk, Topic
+    from heal_rag.integrations import HEALEmbedding, HierarchicalRetriever
+    from heal_rag.training import (
+        HEALFinetuneEngine,
+        HEALLoss,
+        HEALModelDir,
+        HierarchicalBatchSampler,
+        heal_loss,
+        load_model_dir,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'heal_rag' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value  # cache: later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

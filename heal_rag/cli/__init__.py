@@ -1,0 +1,68 @@
+"""The ``heal-rag`` command line. Each command group lives in its own module with a ``register`` function.
+
+The CLI mirrors the Python API: the same names, defaults and files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from heal_rag._version import __version__
+
+# modules that each define ``register(subparsers)``; order = order in --help
+_COMMAND_MODULES = (
+    "heal_rag.cli._demo",
+    "heal_rag.cli._hierarchy",
+    "heal_rag.cli._finetune",
+    "heal_rag.cli._evaluate",
+)
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 2, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every command group registered."""
+    parser = argparse.ArgumentParser(
+        prog="heal-rag",
+        description="HEAL: hierarchy-aware embedding fine-tuning for retrieval-augmented generation.",
+    )
+    parser.add_argument("--version", action="version", version=f"heal-rag {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors, no progress bars")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in _COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``heal-rag`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.quiet:
+        import os
+
+        os.environ["TQDM_DISABLE"] = "1"
+    try:
+        return int(args.handler(args) or 0)
+    except CLIError as error:
+        print(f"heal-rag {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as error:
+        # Our own validation raises these with messages written for users; show them without a traceback.
+        print(f"heal-rag {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
