@@ -1,0 +1,16 @@
+"""LlamaIndex adapters: the HEAL embedding, the hierarchy-aware retriever, FAISS helpers and persistence."""
+
+from heal_rag.integrations._faiss import TopicPartitionedIndex, build_faiss_index
+from heal_rag.integrations.embedding import HEALEmbedding
+from heal_rag.integrations.persistence import load_heal_index, save_heal_index
+from heal_rag.integrations.retriever import HierarchicalRetriever, add_hierarchy_metadata
+
+__all__ = [
+    "HEALEmbedding",
+    "HierarchicalRetriever",
+    "TopicPartitionedIndex",
+    "add_hierarchy_metadata",
+    "build_faiss_index",
+    "load_heal_index",
+    "save_heal_index",
+]

@@ -1,0 +1,311 @@
+"""Save and load a HEAL index in one call: storage (FAISS included), hierarchy and model reference.
+
+Layout of a saved folder::
+
+    heal_index.json     manifest: format version, model reference + weights fingerprint, hierarchy and
+                        corpus fingerprints, vector store class, versions
+    storage/            LlamaIndex StorageContext.persist() output (docstore, index store, vector store)
+    heal_hierarchy/     Hierarchy.save() output (absent for an index without a hierarchy)
+
+Loading checks that the three belong together: the model's weights, the hierarchy and the stored corpus must
+have the fingerprints recorded when the index was saved, otherwise a clear error says which one differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from heal_rag._io import atomic_write_json
+from heal_rag._version import __version__
+from heal_rag.integrations._faiss import faiss_gpu_count, import_faiss, to_cpu_index
+from heal_rag.integrations.embedding import HEALEmbedding
+
+if TYPE_CHECKING:  # pragma: no cover
+    from llama_index.core import VectorStoreIndex
+
+    from heal_rag.hierarchy import Hierarchy
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "heal-rag-index"
+FORMAT_VERSION = 1
+MANIFEST = "heal_index.json"
+STORAGE_DIR = "storage"
+HIERARCHY_DIR = "heal_hierarchy"
+_LOCAL_STORES = ("FaissVectorStore", "SimpleVectorStore")
+
+
+def corpus_fingerprint(index: VectorStoreIndex) -> str:
+    """SHA-256 over the indexed nodes (ids and content hashes) and the number of stored vectors."""
+    digest = hashlib.sha256()
+    nodes_dict = index.index_struct.nodes_dict
+    docs = index.docstore.docs
+    for node_id in sorted(docs):
+        digest.update(f"{node_id}\x00{docs[node_id].hash}\x00".encode())
+    digest.update(f"vectors={len(nodes_dict)}".encode())
+    return digest.hexdigest()
+
+
+def _model_reference(embed: HEALEmbedding) -> str:
+    from heal_rag._models import resolve_model_name
+
+    path = Path(resolve_model_name(embed.model_name))
+    return str(path.resolve()) if path.exists() else embed.model_name
+
+
+def save_heal_index(
+    index: VectorStoreIndex,
+    directory: str | os.PathLike[str],
+    embed_model: HEALEmbedding | None = None,
+    *,
+    hierarchy: Hierarchy | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Save an index, its hierarchy and its model reference together (atomically: a folder swap).
+
+    Args:
+        index: the ``VectorStoreIndex`` (FAISS or the simple in-memory store; other stores keep their vectors
+            in their own service, and only the docstore and the references are saved).
+        directory: target folder.
+        embed_model: the ``HEALEmbedding`` the index was built with (default: the index's own).
+        hierarchy: the topic hierarchy (default: ``embed_model.hierarchy``; None saves a flat index).
+        overwrite: replace an existing saved index in ``directory``.
+
+    Returns:
+        The folder written.
+
+    Example:
+        >>> save_heal_index(index, "my_index", embed)  # doctest: +SKIP
+        >>> index, embed, hierarchy = load_heal_index("my_index")  # doctest: +SKIP
+
+    """
+    embed = embed_model if embed_model is not None else index._embed_model
+    if not isinstance(embed, HEALEmbedding):
+        raise TypeError(
+            "save_heal_index needs the HEALEmbedding the index was built with (to record the model and its "
+            f"weights fingerprint). Got {type(embed).__name__}; pass embed_model=HEALEmbedding(...)."
+        )
+    index_embed = index._embed_model
+    if (
+        isinstance(index_embed, HEALEmbedding)
+        and index_embed.weights_fingerprint != embed.weights_fingerprint
+    ):
+        raise ValueError(
+            "embed_model is not the model this index was built with (weights fingerprints differ). Pass the "
+            "index's own embedding model, or re-index with this one."
+        )
+    if hierarchy is None:
+        hierarchy = embed.hierarchy
+    directory = Path(directory)
+    if directory.exists() and any(directory.iterdir()):
+        if not (directory / MANIFEST).exists():
+            raise FileExistsError(
+                f"{directory} exists and is not a saved HEAL index; choose an empty or new folder."
+            )
+        if not overwrite:
+            raise FileExistsError(
+                f"{directory} already holds a saved HEAL index; pass overwrite=True to replace it."
+            )
+    store = index.vector_store
+    store_name = type(store).__name__
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        gpu_index = None
+        if store_name == "FaissVectorStore" and "Gpu" in type(store.client).__name__:
+            # faiss writes CPU indexes only: persist a CPU copy, keep the GPU index in use
+            gpu_index = store._faiss_index
+            store._faiss_index = to_cpu_index(gpu_index)
+        try:
+            index.storage_context.persist(persist_dir=str(tmp / STORAGE_DIR))
+        finally:
+            if gpu_index is not None:
+                store._faiss_index = gpu_index
+        if store_name not in _LOCAL_STORES:
+            logger.warning(
+                "%s keeps its vectors outside this folder; pass the same vector store to load_heal_index().",
+                store_name,
+            )
+        if hierarchy is not None:
+            hierarchy.save(tmp / HIERARCHY_DIR)
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "heal_rag_version": __version__,
+            "model": {
+                "reference": _model_reference(embed),
+                "model_name": embed.model_name,
+                "weights_fingerprint": embed.weights_fingerprint,
+                "dimension": embed.dimension,
+                "normalize": embed.normalize,
+                "query_prompt": embed.query_prompt,
+                "text_prompt": embed.text_prompt,
+                "max_length": embed.max_length,
+                "embed_batch_size": embed.embed_batch_size,
+            },
+            "hierarchy": None if hierarchy is None else {"fingerprint": hierarchy.fingerprint},
+            "corpus": {"fingerprint": corpus_fingerprint(index), "n_nodes": len(index.docstore.docs)},
+            "vector_store": store_name,
+        }
+        atomic_write_json(tmp / MANIFEST, manifest)
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def _read_manifest(directory: Path) -> dict[str, Any]:
+    import json
+
+    path = directory / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{directory} is not a saved HEAL index (no {MANIFEST}); save one with save_heal_index()."
+        )
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a HEAL index manifest (format {manifest.get('format')!r}).")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(
+            f"{directory} was saved in HEAL index format {version!r}; this heal-rag reads up to "
+            f"{FORMAT_VERSION}. "
+            "Upgrade heal-rag."
+        )
+    return manifest
+
+
+def load_heal_index(
+    directory: str | os.PathLike[str],
+    *,
+    embed_model: HEALEmbedding | None = None,
+    hierarchy: Hierarchy | None = None,
+    vector_store: Any = None,
+    device: str | None = None,
+    use_gpu: bool | None = None,
+) -> tuple[VectorStoreIndex, HEALEmbedding, Hierarchy | None]:
+    """Load an index saved by :func:`save_heal_index` and check that its parts belong together.
+
+    Args:
+        directory: the saved folder.
+        embed_model: use this embedding instead of loading the recorded model (must have the same weights).
+        hierarchy: use this hierarchy instead of the saved one (must be the same tree).
+        vector_store: the vector store, for stores that keep vectors outside the folder (e.g. Qdrant).
+        device: device for the embedding model (see :class:`HEALEmbedding`).
+        use_gpu: put a FAISS index on GPU (``None``: when faiss-gpu and a GPU are present).
+
+    Returns:
+        ``(index, embed_model, hierarchy)``; ``hierarchy`` is None for an index saved without one.
+
+    Raises:
+        ValueError: the model, hierarchy or stored corpus differs from the one recorded at save time.
+
+    """
+    from llama_index.core import StorageContext, load_index_from_storage
+
+    directory = Path(directory)
+    manifest = _read_manifest(directory)
+    model = manifest["model"]
+    if embed_model is None:
+        reference = model["reference"]
+        try:
+            embed_model = HEALEmbedding(
+                reference,
+                device=device,
+                embed_batch_size=model.get("embed_batch_size", 32),
+                normalize=model.get("normalize", True),
+                query_prompt=model.get("query_prompt"),
+                text_prompt=model.get("text_prompt"),
+                max_length=model.get("max_length"),
+            )
+        except OSError as error:
+            raise FileNotFoundError(
+                f"The index in {directory} was built with the model {reference!r}, which cannot be loaded "
+                f"({error}). Pass embed_model=HEALEmbedding(<the same model>)."
+            ) from error
+    if embed_model.weights_fingerprint != model["weights_fingerprint"]:
+        raise ValueError(
+            f"The embedding model {embed_model.model_name!r} is not the model the index in {directory} "
+            "was built "
+            f"with (weights fingerprint {embed_model.weights_fingerprint[:12]}, recorded "
+            f"{model['weights_fingerprint'][:12]}): it was retrained or replaced since. Re-index the corpus "
+            "with the new model, or load the original model."
+        )
+
+    recorded_h = (manifest.get("hierarchy") or {}).get("fingerprint")
+    if hierarchy is None and (directory / HIERARCHY_DIR).is_dir():
+        from heal_rag.hierarchy import Hierarchy
+
+        hierarchy = Hierarchy.load(directory / HIERARCHY_DIR)
+    if recorded_h is not None and hierarchy is None:
+        raise FileNotFoundError(
+            f"{directory}/{HIERARCHY_DIR} is missing but the manifest records a hierarchy."
+        )
+    if hierarchy is not None and recorded_h is not None and hierarchy.fingerprint != recorded_h:
+        raise ValueError(
+            f"The hierarchy (fingerprint {hierarchy.fingerprint[:12]}) is not the one the index in "
+            f"{directory} was "
+            f"saved with (fingerprint {recorded_h[:12]}). Use the saved hierarchy, or rebuild and "
+            "re-save the index."
+        )
+
+    storage = directory / STORAGE_DIR
+    store_name = manifest.get("vector_store")
+    if vector_store is None:
+        if store_name == "FaissVectorStore":
+            from llama_index.vector_stores.faiss import FaissVectorStore
+
+            vector_store = FaissVectorStore.from_persist_dir(str(storage))
+            if faiss_gpu_count() > 0 and use_gpu is not False:
+                faiss = import_faiss()
+                vector_store._faiss_index = faiss.index_cpu_to_gpu(
+                    faiss.StandardGpuResources(), 0, vector_store.client
+                )
+        elif store_name != "SimpleVectorStore":
+            raise ValueError(
+                f"The index in {directory} used a {store_name}, which keeps its vectors outside the "
+                "folder; pass "
+                "vector_store=<the same store> to load_heal_index()."
+            )
+    context = (
+        StorageContext.from_defaults(persist_dir=str(storage))
+        if vector_store is None
+        else StorageContext.from_defaults(persist_dir=str(storage), vector_store=vector_store)
+    )
+    index = load_index_from_storage(context, embed_model=embed_model)
+    recorded_c = manifest["corpus"]["fingerprint"]
+    if corpus_fingerprint(index) != recorded_c:
+        raise ValueError(
+            f"The stored corpus in {storage} does not match the manifest (fingerprint "
+            f"{corpus_fingerprint(index)[:12]}"
+            f" vs {recorded_c[:12]}): the storage folder was replaced or edited. Re-save the index."
+        )
+    if store_name == "FaissVectorStore":
+        ntotal = int(index.vector_store.client.ntotal)
+        if ntotal != len(index.index_struct.nodes_dict):
+            raise ValueError(
+                f"The FAISS index in {storage} holds {ntotal} vectors but the index store maps "
+                f"{len(index.index_struct.nodes_dict)}: the vector file belongs to another corpus. "
+                "Re-save the index."
+            )
+        if int(index.vector_store.client.d) != int(model["dimension"]):
+            raise ValueError(
+                f"The FAISS index holds {index.vector_store.client.d}-dimensional vectors but the "
+                "model produces "
+                f"{model['dimension']}-dimensional ones."
+            )
+    return index, embed_model, hierarchy
