@@ -1,0 +1,176 @@
+import json
+
+import numpy as np
+import pytest
+
+from heal_rag.hierarchy import Hierarchy, HNMFk, Topic
+from heal_rag.hierarchy.tree import FORMAT_VERSION
+
+# the same planted corpus as tests/test_hnmfk.py (copied: test modules do not import each other)
+THEMES = {
+    "astro": {
+        "stars": "galaxy nebula supernova pulsar quasar redshift luminosity telescope parallax cepheid",
+        "planets": "orbit exoplanet mars jupiter saturn moon asteroid comet crater atmosphere",
+    },
+    "cook": {
+        "bake": "flour oven dough yeast bread pastry butter crust knead biscuit",
+        "grill": "barbecue charcoal steak skewer marinade smoke brisket sausage burger ribs",
+    },
+    "law": {
+        "court": "judge jury verdict appeal lawsuit plaintiff defendant testimony witness attorney",
+        "tax": "income deduction audit revenue taxpayer refund exemption levy invoice accountant",
+    },
+}
+SHARED = {
+    "astro": "space cosmic observe universe astronomer",
+    "cook": "kitchen recipe taste chef meal",
+    "law": "legal statute regulation lawyer clause",
+}
+
+
+def planted_corpus(per_leaf=25, seed=0):
+    rng = np.random.default_rng(seed)
+    texts, l0, l1 = [], [], []
+    for theme, subs in THEMES.items():
+        for sub, words in subs.items():
+            vocab_sub, vocab_theme = words.split(), SHARED[theme].split()
+            for _ in range(per_leaf):
+                tokens = list(rng.choice(vocab_sub, 4)) + list(rng.choice(vocab_theme, 7))
+                texts.append(" ".join(tokens))
+                l0.append(theme)
+                l1.append(f"{theme}/{sub}")
+    return texts, np.array(l0), np.array(l1)
+
+
+FAST = dict(n_perturbations=3, min_df=1, max_df=1.0, random_state=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def model():
+    texts, _, _ = planted_corpus()
+    texts = texts + ["", "galaxy galaxy galaxy"]
+    ids = [f"doc-{i}" for i in range(len(texts))]
+    return HNMFk(depth=2, k_range=(2, 6), min_topic_size=5, **FAST).fit(texts, doc_ids=ids), texts
+
+
+def test_topic_structure(model):
+    est, _ = model
+    h = est.hierarchy_
+    assert all(isinstance(t, Topic) for t in h.topics.values())
+    assert list(h.topics) == sorted(h.topics)
+    for t in h.topics.values():
+        assert t.vector.shape == (len(h.vocabulary),)
+        assert np.linalg.norm(t.vector) == pytest.approx(1.0, abs=1e-4)
+        assert t.depth == (0 if t.parent is None else h.topics[t.parent].depth + 1)
+        if t.children:
+            assert sum(h.topics[c].size for c in t.children) == t.size
+            assert all(h.topics[c].parent == t.id for c in t.children)
+    assert sum(t.size for t in h.topics_at(0)) == h.n_documents
+    assert h.paths.dtype == np.int64
+    assert h.labels(-1).tolist() == h.labels(h.n_levels - 1).tolist()
+    with pytest.raises(ValueError, match="level must be in"):
+        h.labels(5)
+
+
+def test_save_load_round_trip(model, tmp_path):
+    est, texts = model
+    h = est.hierarchy_
+    h.save(tmp_path / "h")
+    loaded = Hierarchy.load(tmp_path / "h")
+    assert loaded.fingerprint == h.fingerprint
+    np.testing.assert_array_equal(loaded.paths, h.paths)
+    assert loaded.doc_ids == h.doc_ids
+    assert loaded.vocabulary == h.vocabulary
+    np.testing.assert_array_equal(loaded.idf, h.idf)
+    for level in range(h.n_levels):
+        np.testing.assert_array_equal(loaded.memberships(level), h.memberships(level))
+    for tid, topic in h.topics.items():
+        other = loaded.topics[tid]
+        assert (other.parent, other.depth, other.size, other.top_terms, other.children) == (
+            topic.parent,
+            topic.depth,
+            topic.size,
+            topic.top_terms,
+            topic.children,
+        )
+        np.testing.assert_array_equal(other.vector, topic.vector)
+    queries = ["supernova telescope", "steak charcoal smoke", "", "jury verdict"]
+    np.testing.assert_array_equal(loaded.predict(queries), est.predict(queries))
+    np.testing.assert_array_equal(loaded.predict(texts), h.paths)
+    for a, b in zip(loaded.predict_memberships(queries), est.predict_memberships(queries), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert loaded.split_info.keys() == h.split_info.keys()
+    assert str(loaded) == str(h)
+
+
+def test_load_errors(model, tmp_path):
+    est, _ = model
+    with pytest.raises(FileNotFoundError, match="No saved hierarchy"):
+        Hierarchy.load(tmp_path / "missing")
+    folder = est.hierarchy_.save(tmp_path / "h")
+    meta_path = folder / "hierarchy.json"
+    meta = json.loads(meta_path.read_text())
+
+    meta["format_version"] = FORMAT_VERSION + 1
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="format version"):
+        Hierarchy.load(folder)
+
+    meta["format_version"] = FORMAT_VERSION
+    meta["topics"][0]["size"] += 1  # tampered content
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="fingerprint"):
+        Hierarchy.load(folder)
+
+    meta_path.write_text("{not json")
+    with pytest.raises(ValueError, match="corrupted"):
+        Hierarchy.load(folder)
+
+    est.hierarchy_.save(folder)
+    (folder / "hierarchy_arrays.npz").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="corrupted"):
+        Hierarchy.load(folder)
+
+    est.hierarchy_.save(folder)
+    meta = json.loads(meta_path.read_text())
+    meta["topics"] = meta["topics"][:-1]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="corrupted or inconsistent"):
+        Hierarchy.load(folder)
+
+    meta_path.write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ValueError, match="not a heal-rag hierarchy"):
+        Hierarchy.load(folder)
+
+
+def test_nothing_written_without_save(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    texts, _, _ = planted_corpus(per_leaf=8)
+    HNMFk(depth=1, k_range=(2, 4), min_topic_size=3, **FAST).fit(texts)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_views(model):
+    est, _ = model
+    h = est.hierarchy_
+    text = h.format_tree(n_terms=3)
+    assert text.splitlines()[0].startswith(f"Hierarchy: {len(h.topics)} topics")
+    assert len(text.splitlines()) == 1 + len(h.topics)
+    first = h.topics_at(0)[0]
+    assert f"[{first.id}] ({first.size} docs) {', '.join(first.top_terms[:3])}" in text
+    d = h.to_dict()
+    assert json.loads(json.dumps(d))["paths"] == h.paths.tolist()
+    frame = h.to_pandas()
+    assert list(frame.index) == list(h.topics)
+    assert frame.loc[first.id, "size"] == first.size
+    docs = h.to_pandas("documents")
+    assert docs.shape == (h.n_documents, 1 + h.n_levels)
+    assert "Hierarchy(n_topics=" in repr(h)
+
+
+def test_plot(model):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    est, _ = model
+    ax = est.hierarchy_.plot()
+    assert len(ax.texts) == len(est.hierarchy_.topics)
