@@ -1,0 +1,240 @@
+"""``heal-rag finetune``: fine-tune an embedding model on a BEIR corpus with the HEAL loss.
+
+The command mirrors :class:`heal_rag.HEALFinetuneEngine`: same names, same defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from heal_rag.cli._hierarchy import add_hnmfk_arguments, hnmfk_params
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``finetune`` to the top-level parser."""
+    parser = subparsers.add_parser(
+        "finetune",
+        help="fine-tune an embedding model on a corpus with the HEAL loss",
+        description=(
+            "Fine-tune a sentence-transformers model on CORPUS (a BEIR folder) with the HEAL loss and save "
+            "it, "
+            "with its topic hierarchy, to DIR. Training queries: the judged queries of --train-qrels SPLIT, "
+            "questions from an LLM (--llm), or by default offline pseudo-queries (a title for its abstract, "
+            "else a sentence for the rest of its document). The queries of the corpus' evaluation split "
+            "(--eval-split, default 'test' when present) are never trained on."
+        ),
+    )
+    parser.add_argument(
+        "corpus", metavar="CORPUS", help="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)"
+    )
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder to save the fine-tuned model to")
+    parser.add_argument(
+        "--train-qrels", default=None, metavar="SPLIT", help="train on the judged queries of this qrels split"
+    )
+    parser.add_argument(
+        "--eval-split",
+        default=None,
+        metavar="SPLIT",
+        help="split whose queries are kept out of training (default: 'test' when the corpus has it)",
+    )
+    parser.add_argument(
+        "--no-hierarchy",
+        action="store_true",
+        help="train the flat baseline: same code and data, the document identity as the only label",
+    )
+    parser.add_argument(
+        "--hierarchy",
+        default=None,
+        metavar="HDIR",
+        help="use a hierarchy saved by 'heal-rag hierarchy build' instead of building one",
+    )
+    parser.add_argument(
+        "--base-model",
+        default=None,
+        metavar="NAME_OR_PATH",
+        help="sentence-transformers model name or path (default: the bundled all-MiniLM-L6-v2)",
+    )
+    parser.add_argument(
+        "--llm",
+        default=None,
+        metavar="MODULE:NAME",
+        help="generate training questions with a LlamaIndex LLM: MODULE:NAME names an LLM object or a "
+        "function returning one (e.g. my_llms:make_llm)",
+    )
+    parser.add_argument("--llm-cache", default=None, metavar="FILE", help="JSONL cache of LLM questions")
+    parser.add_argument(
+        "--questions-per-doc", type=_positive_int, default=1, metavar="N", help="LLM questions per document"
+    )
+    training = parser.add_argument_group("training options")
+    training.add_argument("--epochs", type=_positive_int, default=1, metavar="N", help="epochs (default: 1)")
+    training.add_argument(
+        "--max-steps",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="stop after N steps (overrides --epochs)",
+    )
+    training.add_argument("--batch-size", type=_positive_int, default=32, metavar="N", help="batch size (32)")
+    training.add_argument(
+        "--learning-rate", type=float, default=2e-5, metavar="LR", help="learning rate (2e-5)"
+    )
+    training.add_argument(
+        "--temperature", type=float, default=0.05, metavar="T", help="HEAL temperature (0.05)"
+    )
+    training.add_argument(
+        "--level-weights",
+        default="fine-heavy",
+        metavar="PRESET|W,...",
+        help="λ per level: fine-heavy (default), coarse-heavy, uniform, or comma-separated floats (topic "
+        "levels coarse to fine, then the document level)",
+    )
+    training.add_argument(
+        "--no-document-level",
+        action="store_true",
+        help="train on the topic levels only, without the document identity",
+    )
+    training.add_argument(
+        "--max-seq-length", type=_positive_int, default=256, metavar="N", help="token limit (256)"
+    )
+    training.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: automatic)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a model already in DIR")
+    add_hnmfk_arguments(parser)  # --depth, --k-min, --k-max, --min-topic-size, --max-features, --seed
+    parser.set_defaults(handler=run_finetune)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def parse_level_weights(text: str) -> str | list[float]:
+    """Parse --level-weights: a preset name, or comma-separated floats."""
+    if text in {"fine-heavy", "coarse-heavy", "uniform"}:
+        return text
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(
+            "--level-weights must be fine-heavy, coarse-heavy, uniform or comma-separated numbers; got "
+            f"{text!r}."
+        ) from None
+
+
+def load_llm(spec: str) -> Any:
+    """Import ``MODULE:NAME`` and return the LlamaIndex LLM it names (calling it when it is a factory)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"--llm must be MODULE:NAME (e.g. my_llms:make_llm); got {spec!r}.")
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")  # like `python -m`: modules in the working directory are importable
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"--llm {spec}: cannot import module {module_name!r} ({error}).") from None
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        raise ValueError(f"--llm {spec}: module {module_name!r} has no attribute {attr!r}.") from None
+    if not callable(getattr(obj, "complete", None)) and callable(obj):
+        obj = obj()
+    if not callable(getattr(obj, "complete", None)):
+        raise ValueError(f"--llm {spec} is not a LlamaIndex LLM (no complete() method).")
+    return obj
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    """Run ``heal-rag finetune``."""
+    from heal_rag.datasets import available_splits, load_beir
+    from heal_rag.training.engine import HEALFinetuneEngine
+
+    corpus = Path(args.corpus)
+    if not corpus.is_dir():
+        raise FileNotFoundError(
+            f"CORPUS {corpus} is not a folder; give a BEIR folder (corpus.jsonl, queries.jsonl)."
+        )
+    if args.train_qrels and args.llm:
+        raise ValueError("Give either --train-qrels or --llm, not both.")
+    splits = available_splits(corpus)
+    if args.eval_split is not None:
+        if args.eval_split not in splits:
+            raise ValueError(
+                f"--eval-split {args.eval_split!r} is not a split of {corpus} (available: "
+                f"{', '.join(splits) or 'none'})."
+            )
+        eval_split: str | None = args.eval_split
+    else:
+        eval_split = "test" if "test" in splits else None
+    if args.train_qrels is not None and args.train_qrels == eval_split:
+        raise ValueError(
+            f"--train-qrels {args.train_qrels!r} is the evaluation split: training on it would leak the test "
+            "queries. Train on another split (e.g. train), or set --eval-split."
+        )
+
+    if args.train_qrels is not None:
+        dataset = load_beir(corpus, split=args.train_qrels)
+        queries: Any = dataset
+    else:
+        dataset = load_beir(corpus, split=None)
+        queries = load_llm(args.llm) if args.llm else "pseudo"
+    eval_queries = load_beir(corpus, split=eval_split).queries if eval_split else None
+
+    hierarchy: Any = None
+    if not args.no_hierarchy:
+        if args.hierarchy:
+            from heal_rag.hierarchy import Hierarchy
+
+            hierarchy = Hierarchy.load(args.hierarchy)
+        else:
+            hierarchy = hnmfk_params(args)
+    show_progress = not getattr(args, "quiet", False)
+    engine = HEALFinetuneEngine(
+        dataset.documents,
+        base_model=args.base_model,
+        output_dir=args.out,
+        hierarchy=hierarchy,
+        use_hierarchy=not args.no_hierarchy,
+        queries=queries,
+        eval_queries=eval_queries,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        temperature=args.temperature,
+        level_weights=parse_level_weights(args.level_weights),
+        use_document_level=not args.no_document_level,
+        max_steps=args.max_steps,
+        max_seq_length=args.max_seq_length,
+        seed=args.seed,
+        device=args.device,
+        overwrite=args.overwrite,
+        query_cache_path=args.llm_cache,
+        llm_kwargs={"num_questions_per_doc": args.questions_per_doc},
+        show_progress=show_progress,
+    )
+    engine.finetune()
+    metrics = engine.metrics_ or {}
+    mode = "flat (--no-hierarchy)" if args.no_hierarchy else "HEAL"
+    print(f"Fine-tuned ({mode}) on {metrics.get('n_pairs')} pairs from {metrics.get('queries')}", end="")
+    dropped = metrics.get("dropped_eval_overlap") or 0
+    print(f"; {dropped} pair(s) dropped as {eval_split} queries" if dropped else "")
+    if engine.hierarchy_ is not None:
+        h = engine.hierarchy_
+        print(f"Hierarchy: {h.n_levels} level(s), {len(h.topics)} topics over {h.n_documents} documents")
+    print(
+        f"{metrics.get('steps')} steps in {metrics.get('training_wall_time_s')} s "
+        f"({metrics.get('samples_per_second')} samples/s), final loss "
+        f"{metrics.get('train_loss', float('nan')):.4f}"
+    )
+    print(f"Saved to {engine.model_dir_} (load with heal_rag.load_model_dir or SentenceTransformer)")
+    return 0

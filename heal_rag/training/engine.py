@@ -1,0 +1,735 @@
+"""HEALFinetuneEngine: fine-tune a sentence-transformers model on a corpus with the HEAL loss.
+
+The engine is plumbing, no maths: it builds (or takes) the topic hierarchy, writes each node's path into its
+metadata, turns training queries into labelled (query, document) pairs, and trains with
+sentence-transformers' own ``SentenceTransformerTrainer`` (so CPU, one GPU and several GPUs through
+``torchrun`` / ``accelerate launch`` work as they do there), then saves a HEAL model directory
+(:mod:`heal_rag.training.model_dir`).
+
+Its interface is the one users know from llama-index-finetuning (``finetune()``, ``get_finetuned_model()``),
+without depending on that package.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from heal_rag._models import resolve_model_name
+from heal_rag._version import __version__
+from heal_rag.training.model_dir import check_output_dir, save_model_dir
+from heal_rag.training.queries import (
+    TrainingPair,
+    doc_fields,
+    embed_text,
+    exclude_eval_queries,
+    full_text,
+    generate_llm_queries,
+    make_pseudo_queries,
+    pairs_from_qa_json,
+    pairs_from_qrels,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sentence_transformers import SentenceTransformer
+
+    from heal_rag.datasets import RetrievalDataset
+    from heal_rag.hierarchy import Hierarchy
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["HEALFinetuneEngine", "HEAL_METADATA_PREFIX"]
+
+HEAL_METADATA_PREFIX = "heal_"
+_PATH_KEY = "heal_path"
+_MAX_SHOWN = 5
+
+
+def _preview(items: Iterable[Any]) -> str:
+    items = list(items)
+    more = len(items) - _MAX_SHOWN
+    return ", ".join(repr(i) for i in items[:_MAX_SHOWN]) + (f" ... and {more} more" if more > 0 else "")
+
+
+def _check_device(device: str | None) -> str | None:
+    """Validate the requested device now, with a clear message, instead of deep inside torch."""
+    if device is None:
+        return None
+    if not isinstance(device, str) or not device:
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N', 'mps' or None. Got {device!r} instead.")
+    import torch
+
+    kind = device.split(":")[0]
+    if kind == "cpu":
+        return device
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} was asked for but CUDA is not available (torch {torch.__version__}, "
+                f"cuda build: {torch.version.cuda or 'none'}). Install a CUDA build of torch, or use "
+                "device='cpu'."
+            )
+        if ":" in device and int(device.split(":")[1]) >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible."
+            )
+        return device
+    if kind == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError("device='mps' was asked for but Apple MPS is not available; use device='cpu'.")
+        return device
+    raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N', 'mps' or None. Got {device!r} instead.")
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {"heal-rag": __version__, "python": platform.python_version()}
+    for package in ("torch", "sentence-transformers", "transformers", "accelerate", "llama-index-core"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+class HEALFinetuneEngine:
+    """Fine-tune an embedding model on a domain corpus with the HEAL loss.
+
+    Args:
+        documents: the corpus: heal-rag :class:`~heal_rag.datasets.Document` objects, LlamaIndex nodes or
+            Documents, or a :class:`~heal_rag.datasets.RetrievalDataset` (its corpus). Ids must be unique and
+            every document must have text.
+        base_model: a sentence-transformers model name or local path; ``None`` is the bundled offline copy of
+            all-MiniLM-L6-v2.
+        output_dir: where the HEAL model directory is saved.
+        hierarchy: a fitted :class:`~heal_rag.hierarchy.Hierarchy` over exactly these documents, a dict of
+            :class:`~heal_rag.hierarchy.HNMFk` parameters, or ``None`` (HNMFk with its defaults). The
+            hierarchy is fit on the documents' full texts (title and body).
+        use_hierarchy: ``False`` trains the flat baseline with the same code and data: no hierarchy, labels
+            are the document identity only (the loss is then MultipleNegativesRankingLoss).
+        queries: the training queries: ``"pseudo"`` (offline, see
+            :func:`~heal_rag.training.queries.make_pseudo_queries`), a LlamaIndex LLM (questions generated per
+            document, see :func:`~heal_rag.training.queries.generate_llm_queries`), a list of
+            :class:`~heal_rag.training.queries.TrainingPair`, a RetrievalDataset split (its qrels), or the
+            path of an ``EmbeddingQAFinetuneDataset`` JSON.
+        eval_queries: evaluation queries (texts, ``{id: text}`` or a RetrievalDataset split) that must never
+            be trained on.
+        on_eval_overlap: what to do with training pairs whose query is an evaluation query (compared
+            case-, space- and punctuation-insensitively): ``"drop"`` (default: removed, counted in the log
+            and in ``heal_config.json``) or ``"raise"``. Either way the engine never trains on them.
+        epochs, batch_size, learning_rate, warmup_ratio, max_steps: training schedule; ``max_steps``
+            (if set) overrides ``epochs``.
+        temperature: HEAL softmax temperature τ.
+        level_weights: λ per level: ``"fine-heavy"``, ``"coarse-heavy"``, ``"uniform"`` or one float per
+            level (topic levels coarse to fine, then the document level).
+        use_document_level: keep the document identity as the finest level (the HEAL default).
+        max_seq_length: token limit of the model while training (and after).
+        seed: seeds the hierarchy (when built here), the pseudo-queries, the sampler and the trainer.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``None`` (the trainer's choice). Asking
+            for a device that is absent is an error.
+        overwrite: replace a model already in ``output_dir``.
+        query_cache_path: JSONL cache of LLM questions (only used when ``queries`` is an LLM).
+        llm_kwargs: extra arguments of :func:`~heal_rag.training.queries.generate_llm_queries`
+            (``num_questions_per_doc``, ``prompt_template``, ``max_retries``, ``timeout``).
+        pseudo_query_mode: ``mode`` of :func:`~heal_rag.training.queries.make_pseudo_queries`.
+        sampler_kwargs: extra arguments of the HEAL batch sampler.
+        mixed_precision: ``None`` (float32), ``"fp16"`` or ``"bf16"`` (GPU).
+        checkpoint_dir: save trainer checkpoints there each epoch; ``None`` (default) saves none.
+        show_progress: progress bars (``TQDM_DISABLE=1`` also hides them).
+
+    Attributes (after :meth:`finetune`):
+        hierarchy_: the hierarchy used (``None`` in flat mode).
+        training_pairs_: the pairs trained on.
+        metrics_: training metrics (also in ``heal_config.json``).
+        model_dir_: the saved directory.
+
+    Example:
+        >>> from heal_rag import HEALFinetuneEngine, load_demo_dataset
+        >>> dataset = load_demo_dataset(split="train")  # doctest: +SKIP
+        >>> engine = HEALFinetuneEngine(  # doctest: +SKIP
+        ...     dataset.documents, queries=dataset, output_dir="heal-model"
+        ... )
+        >>> engine.finetune()  # doctest: +SKIP
+        >>> embed_model = engine.get_finetuned_model()  # a LlamaIndex embedding  # doctest: +SKIP
+
+    """
+
+    def __init__(
+        self,
+        documents: Sequence[Any] | RetrievalDataset,
+        *,
+        base_model: str | None = None,
+        output_dir: str | os.PathLike[str] = "heal-model",
+        hierarchy: Hierarchy | Mapping[str, Any] | None = None,
+        use_hierarchy: bool = True,
+        queries: Any = "pseudo",
+        eval_queries: Iterable[str] | Mapping[str, str] | RetrievalDataset | None = None,
+        on_eval_overlap: Literal["drop", "raise"] = "drop",
+        epochs: int = 1,
+        batch_size: int = 32,
+        learning_rate: float = 2e-5,
+        warmup_ratio: float = 0.1,
+        temperature: float = 0.05,
+        level_weights: str | Sequence[float] = "fine-heavy",
+        use_document_level: bool = True,
+        max_steps: int | None = None,
+        max_seq_length: int = 256,
+        seed: int = 0,
+        device: str | None = None,
+        overwrite: bool = False,
+        query_cache_path: str | os.PathLike[str] | None = None,
+        llm_kwargs: Mapping[str, Any] | None = None,
+        pseudo_query_mode: Literal["auto", "title", "sentence", "both"] = "auto",
+        sampler_kwargs: Mapping[str, Any] | None = None,
+        mixed_precision: Literal["fp16", "bf16"] | None = None,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        show_progress: bool = True,
+    ) -> None:
+        if hasattr(documents, "corpus") and hasattr(documents, "qrels"):  # a RetrievalDataset
+            documents = list(documents.corpus.values())
+        self.documents = list(documents)
+        self._records = self._check_documents(self.documents)
+        self.base_model = base_model
+        self.output_dir = Path(output_dir)
+        self.overwrite = bool(overwrite)
+        check_output_dir(self.output_dir, overwrite=self.overwrite)  # fail before hours of training
+        self.use_hierarchy = bool(use_hierarchy)
+        self.hierarchy = hierarchy
+        if self.use_hierarchy:
+            self._check_hierarchy_arg(hierarchy)
+        elif hierarchy is not None:
+            logger.warning("use_hierarchy=False: the given hierarchy is ignored (flat baseline).")
+        self.queries = queries
+        self._check_queries_arg(queries)
+        if not isinstance(queries, (str, os.PathLike)) and not callable(getattr(queries, "complete", None)):
+            # given pairs / qrels: check they point into this corpus now, before any work
+            if hasattr(queries, "qrels"):
+                referenced = [
+                    d for judged in queries.qrels.values() for d, grade in judged.items() if grade > 0
+                ]
+            else:
+                referenced = [p.doc_id for p in queries]
+            self._check_known_documents(referenced)
+        self.eval_queries = eval_queries
+        if on_eval_overlap not in {"drop", "raise"}:
+            raise ValueError(f"on_eval_overlap must be 'drop' or 'raise'; got {on_eval_overlap!r}.")
+        self.on_eval_overlap = on_eval_overlap
+        for name, value, low in (("epochs", epochs, 1), ("max_seq_length", max_seq_length, 8)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(
+                    f"The '{name}' parameter must be an integer >= {low}. Got {value!r} instead."
+                )
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 2:
+            raise ValueError(
+                f"The 'batch_size' parameter must be an integer >= 2 (in-batch negatives need at least two "
+                f"pairs per batch). Got {batch_size!r} instead."
+            )
+        if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
+            raise ValueError(
+                f"The 'max_steps' parameter must be a positive integer or None. Got {max_steps!r}."
+            )
+        if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < 1):
+            raise ValueError(
+                f"The 'learning_rate' parameter must be in (0, 1). Got {learning_rate!r} instead."
+            )
+        if not (isinstance(warmup_ratio, (int, float)) and 0 <= warmup_ratio < 1):
+            raise ValueError(f"The 'warmup_ratio' parameter must be in [0, 1). Got {warmup_ratio!r} instead.")
+        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"The 'temperature' parameter must be > 0. Got {temperature!r} instead.")
+        if mixed_precision not in (None, "fp16", "bf16"):
+            raise ValueError(
+                f"mixed_precision must be None, 'fp16' or 'bf16'. Got {mixed_precision!r} instead."
+            )
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = float(learning_rate)
+        self.warmup_ratio = float(warmup_ratio)
+        self.temperature = float(temperature)
+        self.level_weights = (
+            level_weights if isinstance(level_weights, str) else [float(w) for w in level_weights]
+        )
+        self.use_document_level = bool(use_document_level)
+        if not self.use_hierarchy and not self.use_document_level:
+            raise ValueError("use_hierarchy=False and use_document_level=False leave no level to train on.")
+        self.max_steps = max_steps
+        self.max_seq_length = max_seq_length
+        self.seed = int(seed)
+        self.device = _check_device(device)
+        self.query_cache_path = query_cache_path
+        self.llm_kwargs = dict(llm_kwargs or {})
+        self.pseudo_query_mode = pseudo_query_mode
+        self.sampler_kwargs = dict(sampler_kwargs or {})
+        self.mixed_precision = mixed_precision
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.show_progress = show_progress
+        self.hierarchy_: Hierarchy | None = None
+        self.training_pairs_: list[TrainingPair] | None = None
+        self.metrics_: dict[str, Any] | None = None
+        self.model_dir_: Path | None = None
+        self._model: SentenceTransformer | None = None
+
+    # -- alternative constructors ------------------------------------------------------------------------
+    @classmethod
+    def from_nodes(cls, nodes: Sequence[Any], **kwargs: Any) -> HEALFinetuneEngine:
+        """Build from LlamaIndex nodes (or heal-rag Documents); their metadata receives the topic paths."""
+        return cls(nodes, **kwargs)
+
+    @classmethod
+    def from_index(cls, index: Any, **kwargs: Any) -> HEALFinetuneEngine:
+        """Build from a LlamaIndex index: its nodes are read from the index's docstore.
+
+        The nodes' metadata receives the topic paths; persist the docstore afterwards to keep them.
+        """
+        docstore = getattr(index, "docstore", None)
+        docs = getattr(docstore, "docs", None)
+        if docs is None:
+            raise ValueError(
+                f"{type(index).__name__} has no docstore with nodes. Build the index with its nodes stored "
+                "(the default for VectorStoreIndex), or pass the nodes to HEALFinetuneEngine.from_nodes()."
+            )
+        nodes = list(docs.values())
+        if not nodes:
+            raise ValueError("The index's docstore holds no nodes: nothing to fine-tune on.")
+        return cls(nodes, **kwargs)
+
+    @classmethod
+    def from_beir(
+        cls,
+        folder: str | os.PathLike[str],
+        train_split: str | None = "train",
+        *,
+        eval_split: str | None = "test",
+        **kwargs: Any,
+    ) -> HEALFinetuneEngine:
+        """Build from a BEIR folder.
+
+        Args:
+            folder: BEIR-layout folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/``).
+            train_split: qrels split to train on; ``None`` trains on ``kwargs["queries"]`` (default: offline
+                pseudo-queries).
+            eval_split: when the folder has this split, its queries are kept out of training.
+            **kwargs: the other constructor arguments.
+
+        """
+        from heal_rag.datasets import available_splits, load_beir
+
+        folder = Path(folder)
+        if train_split is None:
+            dataset = load_beir(folder, split=None)
+        else:
+            dataset = load_beir(folder, split=train_split)
+            if "queries" in kwargs:
+                raise ValueError("Pass either train_split or queries to from_beir(), not both.")
+            kwargs["queries"] = dataset
+        if eval_split and eval_split != train_split and eval_split in available_splits(folder):
+            if kwargs.get("eval_queries") is None:
+                kwargs["eval_queries"] = load_beir(folder, split=eval_split).queries
+        return cls(dataset.documents, **kwargs)
+
+    # -- validation --------------------------------------------------------------------------------------
+    @staticmethod
+    def _check_documents(documents: list[Any]) -> list[tuple[str, str, str]]:
+        if not documents:
+            raise ValueError("The corpus is empty: HEALFinetuneEngine needs documents to train on.")
+        try:
+            records = [doc_fields(d) for d in documents]
+        except TypeError as error:
+            raise ValueError(f"Cannot read the corpus: {error}") from error
+        ids = [r[0] for r in records]
+        if len(set(ids)) != len(ids):
+            dupes = [i for i, n in Counter(ids).items() if n > 1]
+            raise ValueError(f"Document ids must be unique; duplicated: {_preview(dupes)}.")
+        empty = [doc_id for doc_id, title, body in records if not full_text(title, body).strip()]
+        if len(empty) == len(records):
+            raise ValueError(
+                f"None of the {len(records)} documents has any text (title or body): there is nothing to "
+                "train "
+                "on. Check the corpus file's 'text' field."
+            )
+        if empty:
+            raise ValueError(
+                f"{len(empty)} of {len(records)} documents have no text (ids {_preview(empty)}); they can be "
+                "neither clustered nor retrieved. Remove them from the corpus."
+            )
+        return records
+
+    def _check_hierarchy_arg(self, hierarchy: Any) -> None:
+        if hierarchy is None or isinstance(hierarchy, Mapping):
+            return
+        if not all(hasattr(hierarchy, a) for a in ("doc_ids", "paths", "n_levels")):
+            raise TypeError(
+                "hierarchy must be a fitted heal_rag Hierarchy, a dict of HNMFk parameters or None. Got "
+                f"{type(hierarchy).__name__} instead."
+            )
+        self._check_hierarchy_matches(hierarchy)
+
+    def _check_hierarchy_matches(self, hierarchy: Hierarchy) -> None:
+        corpus_ids = [r[0] for r in self._records]
+        tree_ids = [str(i) for i in hierarchy.doc_ids]
+        if len(tree_ids) != len(corpus_ids) or set(tree_ids) != set(corpus_ids):
+            missing = [i for i in corpus_ids if i not in set(tree_ids)]
+            extra = [i for i in tree_ids if i not in set(corpus_ids)]
+            raise ValueError(
+                f"The hierarchy does not match the corpus: it covers {len(tree_ids)} documents, the corpus "
+                "has "
+                f"{len(corpus_ids)}; corpus ids not in the hierarchy: {_preview(missing) or 'none'}; "
+                "hierarchy "
+                f"ids not in the corpus: {_preview(extra) or 'none'}. Fit the hierarchy on this corpus with "
+                "doc_ids=<the document ids>, or pass hierarchy=None to build it here."
+            )
+
+    def _check_known_documents(self, doc_ids: Sequence[str]) -> None:
+        known = {r[0] for r in self._records}
+        unknown = sorted({d for d in doc_ids if d not in known})
+        if unknown:
+            raise ValueError(
+                f"{sum(d not in known for d in doc_ids)} training pairs point to {len(unknown)} "
+                "document(s) that "
+                f"are not in the corpus ({_preview(unknown)}). Check that the queries belong to this corpus."
+            )
+
+    @staticmethod
+    def _check_queries_arg(queries: Any) -> None:
+        if isinstance(queries, str):
+            if queries == "pseudo":
+                return
+            if queries.endswith(".json"):
+                return
+            raise ValueError(
+                "queries must be 'pseudo', a LlamaIndex LLM, a list of TrainingPair, a RetrievalDataset "
+                "split "
+                f"or the path of an EmbeddingQAFinetuneDataset JSON. Got the string {queries!r}."
+            )
+        if isinstance(queries, os.PathLike):
+            return
+        if callable(getattr(queries, "complete", None)):
+            return
+        if hasattr(queries, "queries") and hasattr(queries, "qrels"):
+            if not queries.qrels:
+                raise ValueError(
+                    "The dataset given as queries has no qrels (loaded with split=None?); load a split "
+                    "that has "
+                    "judgments, e.g. load_beir(folder, split='train')."
+                )
+            return
+        if isinstance(queries, Sequence) and all(isinstance(p, TrainingPair) for p in queries):
+            if not queries:
+                raise ValueError("queries is an empty list: give at least one TrainingPair.")
+            return
+        raise TypeError(
+            "queries must be 'pseudo', a LlamaIndex LLM, a list of TrainingPair, a RetrievalDataset split "
+            "or an "
+            f"EmbeddingQAFinetuneDataset JSON path. Got {type(queries).__name__} instead."
+        )
+
+    # -- steps of finetune() -----------------------------------------------------------------------------
+    def _build_hierarchy(self) -> Hierarchy:
+        if self.hierarchy is not None and not isinstance(self.hierarchy, Mapping):
+            return self.hierarchy
+        from heal_rag.hierarchy import HNMFk
+
+        params = dict(self.hierarchy or {})
+        params.setdefault("random_state", self.seed)
+        params.setdefault("progress", self.show_progress)
+        texts = [full_text(title, body) for _, title, body in self._records]
+        ids = [r[0] for r in self._records]
+        logger.info("Building the topic hierarchy with HNMFk(%s) on %d documents.", params, len(texts))
+        try:
+            estimator = HNMFk(**params)
+        except TypeError as error:
+            raise ValueError(f"Invalid HNMFk parameters in hierarchy={params!r}: {error}") from error
+        hierarchy = estimator.fit(texts, doc_ids=ids).hierarchy_
+        self._check_hierarchy_matches(hierarchy)
+        return hierarchy
+
+    @staticmethod
+    def _warn_if_degenerate(hierarchy: Hierarchy) -> None:
+        n_leaves = len({int(t) for t in hierarchy.paths[:, -1]})
+        if n_leaves < 2:
+            logger.warning(
+                "The topic hierarchy has a single topic: its levels give every pair the same label, so HEAL "
+                "adds nothing over the flat loss. Lower min_topic_size / k_range, or give more documents."
+            )
+
+    def _write_metadata(self, hierarchy: Hierarchy) -> None:
+        """Write each node's topic path into its metadata, hidden from the embedding and LLM text."""
+        row_of = {str(doc_id): row for row, doc_id in enumerate(hierarchy.doc_ids)}
+        keys = [_PATH_KEY] + [f"heal_topic_l{level}" for level in range(hierarchy.n_levels)]
+        for document, (doc_id, _, _) in zip(self.documents, self._records, strict=True):
+            metadata = getattr(document, "metadata", None)
+            if not isinstance(metadata, dict):
+                continue  # tuples / mappings have nowhere to keep it
+            path = [int(t) for t in hierarchy.paths[row_of[doc_id]]]
+            for key in list(metadata):
+                if key.startswith("heal_topic_l"):
+                    del metadata[key]  # a deeper, older hierarchy could have left more levels behind
+            metadata[_PATH_KEY] = "/".join(str(t) for t in path)
+            for level, topic in enumerate(path):
+                metadata[f"heal_topic_l{level}"] = topic
+            for attr in ("excluded_embed_metadata_keys", "excluded_llm_metadata_keys"):
+                excluded = getattr(document, attr, None)
+                if isinstance(excluded, list):
+                    excluded[:] = [k for k in excluded if not k.startswith("heal_topic_l")]
+                    excluded.extend(k for k in keys if k not in excluded)
+
+    def _make_pairs(self) -> tuple[list[TrainingPair], dict[str, Any]]:
+        queries = self.queries
+        info: dict[str, Any] = {}
+        if isinstance(queries, str) and queries == "pseudo":
+            pairs = make_pseudo_queries(self.documents, seed=self.seed, mode=self.pseudo_query_mode)
+            info["queries"] = f"pseudo ({self.pseudo_query_mode})"
+        elif isinstance(queries, (str, os.PathLike)):
+            pairs = pairs_from_qa_json(queries)
+            info["queries"] = f"EmbeddingQAFinetuneDataset JSON {os.fspath(queries)}"
+        elif callable(getattr(queries, "complete", None)):
+            kwargs = {"show_progress": self.show_progress, **self.llm_kwargs}
+            pairs = generate_llm_queries(self.documents, queries, cache_path=self.query_cache_path, **kwargs)
+            metadata = getattr(queries, "metadata", None)
+            info["queries"] = f"llm ({type(queries).__name__} {getattr(metadata, 'model_name', '')})".strip()
+        elif hasattr(queries, "qrels"):
+            pairs = pairs_from_qrels(queries)
+            info["queries"] = f"given qrels ({getattr(queries, 'name', '') or 'RetrievalDataset'})"
+        else:
+            pairs = list(queries)
+            info["queries"] = "given pairs"
+        self._check_known_documents([p.doc_id for p in pairs])
+        empty = sum(1 for p in pairs if not p.query.strip())
+        if empty:
+            raise ValueError(f"{empty} training pairs have an empty query; remove them.")
+        dropped = 0
+        if self.eval_queries is not None:
+            eval_queries = self.eval_queries
+            if hasattr(eval_queries, "queries") and hasattr(eval_queries, "qrels"):
+                eval_queries = eval_queries.queries
+            pairs, dropped = exclude_eval_queries(pairs, eval_queries, on_overlap=self.on_eval_overlap)
+        info["dropped_eval_overlap"] = dropped
+        if len(pairs) < 2:
+            raise ValueError(
+                f"Only {len(pairs)} training pair(s) are left; contrastive training needs at least two. Give "
+                "more queries or more documents."
+            )
+        info["pair_sources"] = dict(Counter(p.source for p in pairs))
+        return pairs, info
+
+    def _label_rows(self, pairs: list[TrainingPair], hierarchy: Hierarchy | None) -> list[list[int]]:
+        doc_index = {r[0]: i for i, r in enumerate(self._records)}
+        if hierarchy is None:
+            return [[doc_index[p.doc_id]] for p in pairs]
+        row_of = {str(doc_id): row for row, doc_id in enumerate(hierarchy.doc_ids)}
+        paths = hierarchy.paths
+        return [[*(int(t) for t in paths[row_of[p.doc_id]]), doc_index[p.doc_id]] for p in pairs]
+
+    def _positive_texts(self, pairs: list[TrainingPair]) -> list[str]:
+        text_of = {r[0]: embed_text(d) for r, d in zip(self._records, self.documents, strict=True)}
+        return [p.positive if p.positive is not None else text_of[p.doc_id] for p in pairs]
+
+    def _batch_sampler(self) -> Any:
+        from heal_rag.training.sampler import heal_batch_sampler
+
+        return heal_batch_sampler(**self.sampler_kwargs)
+
+    # -- public API --------------------------------------------------------------------------------------
+    def finetune(self) -> None:
+        """Build the hierarchy, make the labelled pairs, train, and save the model directory.
+
+        Raises:
+            ValueError: on bad input found at this stage (queries pointing to unknown documents, every pair
+                excluded, a batch size too small for the sampler, ...).
+            FileExistsError: if the output directory came to hold another model meanwhile.
+
+        """
+        import torch
+        from datasets import Dataset
+        from sentence_transformers import (
+            SentenceTransformer,
+            SentenceTransformerTrainer,
+            SentenceTransformerTrainingArguments,
+        )
+
+        from heal_rag.training.loss import HEALLoss
+
+        check_output_dir(self.output_dir, overwrite=self.overwrite)
+        start = time.perf_counter()
+        hierarchy = None
+        hierarchy_seconds = 0.0
+        if self.use_hierarchy:
+            hierarchy = self._build_hierarchy()
+            hierarchy_seconds = time.perf_counter() - start
+            self._warn_if_degenerate(hierarchy)
+            self._write_metadata(hierarchy)
+        pairs, info = self._make_pairs()
+        labels = self._label_rows(pairs, hierarchy)
+        dataset = Dataset.from_dict(
+            {"anchor": [p.query for p in pairs], "positive": self._positive_texts(pairs), "label": labels}
+        )
+        sampler_factory = self._batch_sampler()
+        # Build the sampler once here so that a batch size too small for it fails now, with its message,
+        # not after the model has loaded.
+        try:
+            probe = sampler_factory(
+                dataset,
+                batch_size=self.batch_size,
+                drop_last=False,
+                valid_label_columns=["label"],
+                seed=self.seed,
+            )
+            steps_per_epoch = max(1, len(probe))
+        except ValueError as error:
+            raise ValueError(f"The batch sampler refuses this configuration: {error}") from error
+        total_steps = self.max_steps or self.epochs * steps_per_epoch
+
+        model_name = resolve_model_name(self.base_model)
+        model = SentenceTransformer(model_name, device=self.device)
+        model.max_seq_length = self.max_seq_length
+        loss = HEALLoss(
+            model,
+            level_weights=self.level_weights,
+            temperature=self.temperature,
+            use_hierarchy=self.use_hierarchy,
+            use_document_level=self.use_document_level,
+        )
+        # Fail on a wrong number of level weights now rather than at the first step.
+        n_active = (hierarchy.n_levels if hierarchy is not None else 0) + int(self.use_document_level)
+        loss.resolve_level_weights(n_active)
+
+        trainer_dir = self.checkpoint_dir or Path(tempfile.mkdtemp(prefix="heal-rag-trainer-"))
+        args = SentenceTransformerTrainingArguments(
+            output_dir=str(trainer_dir),
+            num_train_epochs=self.epochs,
+            max_steps=self.max_steps or -1,
+            per_device_train_batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            warmup_steps=int(math.ceil(self.warmup_ratio * total_steps)),
+            seed=self.seed,
+            data_seed=self.seed,
+            batch_sampler=sampler_factory,
+            save_strategy="epoch" if self.checkpoint_dir else "no",
+            report_to="none",
+            logging_steps=max(1, total_steps // 50),
+            disable_tqdm=not self.show_progress
+            or os.environ.get("TQDM_DISABLE", "") in {"1", "true", "True"},
+            use_cpu=self.device == "cpu",
+            fp16=self.mixed_precision == "fp16",
+            bf16=self.mixed_precision == "bf16",
+            dataloader_drop_last=False,
+            dataloader_pin_memory=torch.cuda.is_available() and self.device != "cpu",
+        )
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
+        logger.info(
+            "Training %s on %d pairs (%s), %d steps, batch %d, %s.",
+            model_name,
+            len(pairs),
+            info["pair_sources"],
+            total_steps,
+            self.batch_size,
+            "HEAL" if self.use_hierarchy else "flat",
+        )
+        train_start = time.perf_counter()
+        try:
+            output = trainer.train()
+        finally:
+            if self.checkpoint_dir is None:
+                shutil.rmtree(trainer_dir, ignore_errors=True)
+        train_seconds = time.perf_counter() - train_start
+        history = [
+            {k: v for k, v in entry.items() if k not in {"learning_rate", "grad_norm"}}
+            for entry in trainer.state.log_history
+            if "loss" in entry
+        ]
+        steps = int(output.global_step)
+        metrics = {
+            "training_wall_time_s": round(train_seconds, 3),
+            "hierarchy_wall_time_s": round(hierarchy_seconds, 3),
+            "total_wall_time_s": round(time.perf_counter() - start, 3),
+            "steps": steps,
+            "samples_seen": steps * self.batch_size,
+            "samples_per_second": round(steps * self.batch_size / train_seconds, 3)
+            if train_seconds
+            else None,
+            "train_loss": float(output.training_loss),
+            "loss_history": history,
+            "n_pairs": len(pairs),
+            "n_documents": len(self._records),
+            **info,
+        }
+        config = {
+            "base_model": self.base_model or "sentence-transformers/all-MiniLM-L6-v2 (bundled copy)",
+            "base_model_path": model_name,
+            "use_hierarchy": self.use_hierarchy,
+            "training": {
+                "epochs": self.epochs,
+                "max_steps": self.max_steps,
+                "batch_size": self.batch_size,
+                "learning_rate": self.learning_rate,
+                "warmup_ratio": self.warmup_ratio,
+                "temperature": self.temperature,
+                "level_weights": self.level_weights,
+                "resolved_level_weights": loss.resolve_level_weights(n_active),
+                "use_document_level": self.use_document_level,
+                "max_seq_length": self.max_seq_length,
+                "seed": self.seed,
+                "device": str(model.device),
+                "world_size": int(args.world_size),
+                "mixed_precision": self.mixed_precision,
+                "sampler": {"name": getattr(sampler_factory, "__name__", type(sampler_factory).__name__)}
+                | {k: v for k, v in self.sampler_kwargs.items() if isinstance(v, (int, float, str, bool))},
+                "hnmfk": None
+                if not self.use_hierarchy
+                or (self.hierarchy is not None and not isinstance(self.hierarchy, Mapping))
+                else {
+                    k: v
+                    for k, v in dict(self.hierarchy or {}).items()
+                    if isinstance(v, (int, float, str, bool))
+                },
+            },
+            "metrics": metrics,
+            "versions": _versions(),
+            "torch_cuda": torch.version.cuda,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        self.hierarchy_ = hierarchy
+        self.training_pairs_ = pairs
+        self.metrics_ = metrics
+        self._model = model
+        if trainer.is_world_process_zero():  # under torchrun / accelerate only the main process saves
+            self.model_dir_ = save_model_dir(
+                model, self.output_dir, hierarchy=hierarchy, config=config, overwrite=self.overwrite
+            )
+        else:
+            self.model_dir_ = self.output_dir
+
+    def get_finetuned_model(self, **kwargs: Any) -> Any:
+        """Return the fine-tuned model for LlamaIndex.
+
+        Returns:
+            A :class:`heal_rag.integrations.HEALEmbedding` loaded from the saved directory (keyword
+            arguments are passed to ``HEALEmbedding.from_pretrained``). If the LlamaIndex integration
+            cannot be imported, the saved directory's path as a string (load it with
+            :func:`~heal_rag.training.load_model_dir` or ``SentenceTransformer(path)``).
+
+        Raises:
+            RuntimeError: before :meth:`finetune` has run.
+
+        """
+        if self.model_dir_ is None:
+            raise RuntimeError("The model is not fine-tuned yet: call finetune() first.")
+        try:
+            from heal_rag.integrations.embedding import HEALEmbedding
+        except ImportError as error:
+            logger.warning(
+                "heal_rag.integrations is not available (%s); returning the model directory path instead.",
+                error,
+            )
+            return str(self.model_dir_)
+        return HEALEmbedding.from_pretrained(self.model_dir_, **kwargs)
