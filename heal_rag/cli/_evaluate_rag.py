@@ -1,0 +1,277 @@
+"""``heal-rag evaluate rag``: RAG evaluation of models side by side, with HTML/Markdown/JSON reports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``rag`` to the ``evaluate`` command group."""
+    parser = subparsers.add_parser(
+        "rag",
+        help="retrieval metrics, hallucination signals and an optional LLM judge for models side by side",
+        description=(
+            "Index CORPUS with each --model, retrieve (and optionally answer) every question of --split, and "
+            "write DIR/report.md, DIR/report.html and DIR/report.json. Retrieval metrics and the judge-free "
+            "signals need no LLM; RAGAS judge metrics are opt-in with --judge."
+        ),
+    )
+    parser.add_argument(
+        "corpus", metavar="CORPUS", help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv)"
+    )
+    parser.add_argument("--split", default="test", help="qrels split (default: test)")
+    parser.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        help="embedding model: HEAL model folder, sentence-transformers folder/hub name or 'default'; repeat",
+    )
+    parser.add_argument(
+        "--retriever",
+        choices=("flat", "rescore", "route"),
+        default="flat",
+        help="retriever for models that carry a topic hierarchy (others are flat); default flat",
+    )
+    parser.add_argument(
+        "--llm", default="none", help="generator: none (retrieval only), local, or an OpenAI-compatible URL"
+    )
+    parser.add_argument("--llm-model", default="default", help="model name for an --llm URL")
+    parser.add_argument(
+        "--judge", default="none", help="RAGAS judge: none, local, or an OpenAI-compatible URL (opt-in)"
+    )
+    parser.add_argument("--judge-model", default="default", help="model name for a --judge URL")
+    parser.add_argument(
+        "--judge-timeout", type=float, default=120.0, help="seconds per judge metric and question"
+    )
+    parser.add_argument(
+        "--top-k", type=_positive_int, default=10, help="retrieved documents per question (default 10)"
+    )
+    parser.add_argument(
+        "--generation-top-n",
+        type=_positive_int,
+        default=3,
+        help="retrieved documents the generator sees (default 3)",
+    )
+    parser.add_argument(
+        "--max-questions", type=_positive_int, default=None, help="a seeded sample of the questions"
+    )
+    parser.add_argument(
+        "--max-docs",
+        type=_positive_int,
+        default=None,
+        help="index only the relevant documents plus a seeded sample of others, this many in all (faster)",
+    )
+    parser.add_argument(
+        "--distractors",
+        default=None,
+        help="BEIR folder whose documents are mixed in as distractors (PubMedQA-style sets)",
+    )
+    parser.add_argument(
+        "--n-distractors", type=_positive_int, default=None, help="how many distractors (default all)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of samples and statistics (default 0)")
+    parser.add_argument(
+        "--resamples", type=_positive_int, default=10_000, help="bootstrap/permutation resamples"
+    )
+    parser.add_argument(
+        "--restart", action="store_true", help="ignore an existing checkpoint and start clean"
+    )
+    parser.add_argument(
+        "--out", required=True, metavar="DIR", help="output folder for the reports and checkpoint"
+    )
+    parser.set_defaults(handler=run)
+
+
+def _has_decisions(folder: Path) -> bool:
+    queries = folder / "queries.jsonl"
+    if not queries.is_file():
+        return False
+    with open(queries, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                return "final_decision" in json.loads(line)
+    return False
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, Any]:
+    from heal_rag.datasets import RetrievalDataset, load_beir
+    from heal_rag.evaluation.rag import QuestionSet, load_pubmedqa_mixed
+
+    folder = Path(args.corpus)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"CORPUS {folder} is not a folder; give a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)."
+        )
+    if _has_decisions(folder):
+        dataset, questions = load_pubmedqa_mixed(
+            folder,
+            args.distractors,
+            split=args.split,
+            max_questions=args.max_questions,
+            n_distractors=args.n_distractors,
+            seed=args.seed,
+        )
+    else:
+        if args.distractors is not None:
+            raise ValueError(
+                "--distractors is supported for question sets with gold decisions (PubMedQA layout)."
+            )
+        dataset = load_beir(folder, split=args.split)
+        questions = QuestionSet.from_dataset(dataset, max_questions=args.max_questions, seed=args.seed)
+    if args.max_docs is not None and args.max_docs < len(dataset.corpus):
+        keep = list(dict.fromkeys(d for q in questions.questions for d in questions.relevant(q)))
+        others = [d for d in dataset.corpus if d not in set(keep)]
+        extra = max(0, args.max_docs - len(keep))
+        keep_set = set(keep) | set(random.Random(args.seed).sample(others, min(extra, len(others))))
+        corpus = {d: doc for d, doc in dataset.corpus.items() if d in keep_set}
+        dataset = RetrievalDataset(
+            corpus=corpus,
+            queries={q: dataset.queries[q] for q in questions.questions},
+            qrels={q: dataset.qrels[q] for q in questions.questions if q in dataset.qrels},
+            name=dataset.name,
+        )
+        questions = QuestionSet(
+            questions=questions.questions,
+            qrels=questions.qrels,
+            contexts={d: doc.full_text for d, doc in corpus.items()},
+            references=questions.references,
+            decisions=questions.decisions,
+            name=questions.name,
+        )
+    return dataset, questions
+
+
+def _llm(spec: str, model: str, what: str) -> Any:
+    spec = (spec or "none").strip()
+    if spec.lower() == "none":
+        return None
+    if spec.lower() == "local":
+        from heal_rag.llms import default_llm
+
+        return default_llm()
+    if spec.startswith(("http://", "https://")):
+        from heal_rag.evaluation.rag import make_endpoint_llm
+
+        return make_endpoint_llm(spec, model=model)
+    raise ValueError(
+        f"--{what} must be 'none', 'local' or an http(s) URL of an OpenAI-compatible server; got {spec!r}."
+    )
+
+
+def _config_names(models: list[str]) -> list[str]:
+    names: list[str] = []
+    for model in models:
+        base = (
+            "base"
+            if model in {"default", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
+            else None
+        )
+        name = base or Path(model.rstrip("/")).name or model
+        candidate, i = name, 2
+        while candidate in names:
+            candidate, i = f"{name}-{i}", i + 1
+        names.append(candidate)
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``heal-rag evaluate rag``."""
+    from llama_index.core import VectorStoreIndex
+
+    from heal_rag._models import resolve_model_name
+    from heal_rag.evaluation.rag import RAGConfiguration, evaluate_rag
+    from heal_rag.evaluation.report import summary_table, write_report
+    from heal_rag.integrations import HEALEmbedding, HierarchicalRetriever
+
+    if len(args.model) != len(set(args.model)):
+        raise ValueError(f"--model values must differ; got {args.model}.")
+    out = Path(args.out)
+    generator = _llm(args.llm, args.llm_model, "llm")
+    judge_llm = _llm(args.judge, args.judge_model, "judge")
+    dataset, questions = _load(args)
+    logger.info("%s: %d questions, %d documents", dataset.name, len(questions.questions), len(dataset.corpus))
+
+    configurations = []
+    hierarchy = None
+    judge_embeddings = None
+    show = os.environ.get("TQDM_DISABLE") != "1"
+    for name, model in zip(_config_names(args.model), args.model, strict=True):
+        embed = HEALEmbedding.from_pretrained(resolve_model_name(model))
+        if judge_embeddings is None:
+            judge_embeddings = embed  # the judge's embedding metrics use the first (baseline) model, locally
+        index = VectorStoreIndex(dataset.to_nodes(), embed_model=embed, show_progress=show)
+        model_hierarchy = embed.hierarchy
+        mode = args.retriever if model_hierarchy is not None else "flat"
+        if mode == "flat":
+            retriever = index.as_retriever(similarity_top_k=args.top_k)
+        else:
+            retriever = HierarchicalRetriever(
+                index, hierarchy=model_hierarchy, mode=mode, similarity_top_k=args.top_k
+            )
+            hierarchy = hierarchy or model_hierarchy
+        configurations.append(
+            RAGConfiguration(
+                name,
+                retriever=retriever,
+                llm=generator,
+                generation_top_n=args.generation_top_n,
+                description={
+                    "model": str(model),
+                    "weights": getattr(embed, "weights_fingerprint", ""),
+                    "retriever": mode,
+                    "top_k": args.top_k,
+                    "hierarchy": getattr(model_hierarchy, "fingerprint", None),
+                },
+            )
+        )
+    extra = {
+        "corpus": str(Path(args.corpus).resolve()),
+        "split": args.split,
+        "n_documents": len(dataset.corpus),
+        "max_questions": args.max_questions,
+        "max_docs": args.max_docs,
+        "distractors": args.distractors,
+        "llm": args.llm if not args.llm.startswith("http") else f"{args.llm} ({args.llm_model})",
+        "judge_spec": args.judge
+        if not args.judge.startswith("http")
+        else f"{args.judge} ({args.judge_model})",
+        "seed": args.seed,
+    }
+    result = evaluate_rag(
+        configurations,
+        questions,
+        judge=judge_llm,
+        judge_embeddings=judge_embeddings if judge_llm is not None else None,
+        judge_timeout=args.judge_timeout,
+        k=args.top_k,
+        out_dir=out,
+        resume=not args.restart,
+        n_resamples=args.resamples,
+        seed=args.seed,
+        extra_config=extra,
+        show_progress=show,
+    )
+    paths = write_report(result, out, hierarchy=hierarchy)
+    print(summary_table(result))
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"report: {paths['html']}")
+    return 0
