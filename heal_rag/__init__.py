@@ -44,7 +44,7 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from heal_rag.datasets import Document, RetrievalDataset, load_beir, load_corpus, load_demo_dataset
-    from heal_rag.hierarchy import HNMFk, Hierarchy, NMFk, Topic
+    from heal_rag.hierarchy import Hierarchy, HNMFk, NMFk, Topic
     from heal_rag.integrations import HEALEmbedding, HierarchicalRetriever
     from heal_rag.training import (
         HEALFinetuneEngine,

@@ -1,8 +1,8 @@
 """Small file helpers: atomic writes and content fingerprints.
 
-Every artefact heal-rag saves goes through :func:`atomic_write_bytes` (or its JSON/npz wrappers): data is written
-to a temporary file in the target folder, flushed, then renamed over the target, so a crash never leaves a
-half-written file behind.
+Every artefact heal-rag saves goes through :func:`atomic_write_bytes` (or its JSON/npz wrappers): data
+is written to a temporary file in the target folder, flushed, then renamed over the target, so a crash
+never leaves a half-written file behind.
 """
 
 from __future__ import annotations
@@ -49,7 +49,9 @@ def atomic_write_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> None
     """Write numeric arrays to an ``.npz`` file atomically (object arrays are refused, so no pickle)."""
     for name, array in arrays.items():
         if np.asarray(array).dtype == object:
-            raise TypeError(f"Array {name!r} has dtype object; only numeric arrays can be saved without pickle.")
+            raise TypeError(
+                f"Array {name!r} has dtype object; only numeric arrays can be saved without pickle."
+            )
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     atomic_write_bytes(path, buffer.getvalue())

