@@ -50,7 +50,7 @@ DATASETS = {
 }
 REGIMES = ("supervised", "unsupervised")
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
-ABLATIONS = ("lambda", "temperature", "levels", "doc-level")
+ABLATIONS = ("lambda", "temperature", "levels", "doc-level", "contrast")
 
 
 @dataclass
@@ -61,6 +61,7 @@ class Variant:
     use_hierarchy: bool
     level_weights: str | list[float] = "fine-heavy"
     temperature: float = 0.05
+    contrast: str = "supcon"
     depth: int = 2
     use_document_level: bool = True
     description: str = ""
@@ -103,6 +104,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--level-weights", default="fine-heavy", help="fine-heavy, coarse-heavy, uniform or w1,w2,..."
     )
     heal.add_argument("--temperature", type=float, default=0.05, help="τ (also used by the flat loss)")
+    heal.add_argument(
+        "--contrast", choices=("supcon", "graded"), default="supcon", help="HEAL contrast per level"
+    )
     heal.add_argument("--depth", type=int, default=2, help="topic levels of the HNMFk hierarchy")
     heal.add_argument(
         "--no-document-level", action="store_true", help="HEAL without the document-identity level"
@@ -121,7 +125,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=ABLATIONS,
         default=[],
         help="lambda: coarse-heavy and uniform λ; temperature: --ablate-temperatures; levels: 1/2/3 levels; "
-        "doc-level: without the document level",
+        "doc-level: without the document level; contrast: supcon and graded",
     )
     ablation.add_argument(
         "--ablate-temperatures", default="0.02,0.1", help="τ values for the temperature ablation"
@@ -172,6 +176,7 @@ def make_variants(args: argparse.Namespace) -> list[Variant]:
     main = {
         "level_weights": weights,
         "temperature": args.temperature,
+        "contrast": args.contrast,
         "depth": args.depth,
         "use_document_level": not args.no_document_level,
     }
@@ -203,6 +208,9 @@ def make_variants(args: argparse.Namespace) -> list[Variant]:
             # a λ vector is tied to the number of levels; ablate depth with the preset of the main run
             preset = weights if isinstance(weights, str) else "fine-heavy"
             add(f"heal[levels={depth}]", f"{depth} topic level(s)", depth=depth, level_weights=preset)
+    if "contrast" in args.ablate:
+        for contrast in ("supcon", "graded"):
+            add(f"heal[contrast={contrast}]", f"{contrast} contrast per level", contrast=contrast)
     if "doc-level" in args.ablate:
         add("heal[no-doc]", "topic levels only, without the document level", use_document_level=False)
     return variants
@@ -319,6 +327,7 @@ def train_variant(
             batch_size=args.batch_size,
             learning_rate=args.learning_rate,
             temperature=variant.temperature,
+            contrast=variant.contrast,
             level_weights=variant.level_weights,
             use_document_level=variant.use_document_level,
             max_steps=max_steps,

@@ -260,3 +260,51 @@ def test_bad_input_errors(model):
         loss.compute_loss_from_embeddings([torch.randn(6, 4), torch.randn(6, 4)], LABELS)
     with pytest.raises(ValueError, match="needs labels"):
         loss.compute_loss_from_embeddings([q, d], None)
+
+
+def test_graded_contrast_by_hand():
+    # Orthonormal embeddings, temperature 1: S = identity. Same topic, different documents.
+    q, d = torch.eye(2), torch.eye(2)
+    labels = torch.tensor([[0, 10], [0, 11]])
+    _, per_level = heal_loss(q, d, labels, level_weights=[1.0, 1.0], temperature=1.0, contrast="graded")
+    # level 0: both documents are positives and there is no negative, so every term is -log(e^s / e^s) = 0
+    assert per_level[0].item() == pytest.approx(0.0, abs=1e-6)
+    # document level: positive = own document, negative = the other one: -log(e / (e + 1))
+    assert per_level[1].item() == pytest.approx(math.log(math.e + 1) - 1, abs=1e-6)
+    # three documents, two topics: anchor 0's level-0 positives {0, 1} are each contrasted with doc 2 only
+    q3, d3 = torch.eye(3), torch.eye(3)
+    labels3 = torch.tensor([[0, 10], [0, 11], [1, 12]])
+    _, levels3 = heal_loss(q3, d3, labels3, temperature=1.0, contrast="graded")
+    a0 = -0.5 * ((1 - math.log(math.e + 1)) + (0 - math.log(2)))  # own doc s=1, sibling s=0, negative s=0
+    a1 = -0.5 * ((0 - math.log(2)) + (1 - math.log(math.e + 1)))
+    a2 = -(1 - math.log(math.e + 2))  # alone in topic 1: own doc against both others
+    assert levels3[0].item() == pytest.approx((a0 + a1 + a2) / 3, abs=1e-6)
+
+
+def test_graded_contrast_equals_mnrl_on_document_level_and_is_order_invariant(model, embeddings):
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    q, d = embeddings
+    expected = MultipleNegativesRankingLoss(model, scale=20.0).compute_loss_from_embeddings([q, d], None)
+    total, _ = heal_loss(q, d, LABELS[:, -1:], temperature=0.05, contrast="graded")
+    assert total.item() == pytest.approx(expected.item(), rel=1e-5)
+    perm = torch.tensor([4, 2, 5, 0, 3, 1])
+    a = heal_loss(q, d, LABELS, contrast="graded", symmetric=True)[1]
+    b = heal_loss(q[perm], d[perm], LABELS[perm], contrast="graded", symmetric=True)[1]
+    assert torch.allclose(a, b, atol=1e-6)
+    # graded coarse levels do not ask for equal similarity to all same-topic documents: lower than SupCon
+    supcon = heal_loss(q, d, LABELS)[1]
+    assert (a[:2] < supcon[:2]).all()
+
+
+def test_graded_contrast_gradients_finite_when_a_level_has_no_negative():
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(4, 8, generator=g, requires_grad=True)
+    d = torch.randn(4, 8, generator=g, requires_grad=True)
+    labels = torch.tensor([[0, 0], [0, 1], [0, 2], [0, 3]])  # one topic for the whole batch
+    total, per_level = heal_loss(q, d, labels, temperature=0.02, contrast="graded")
+    total.backward()
+    assert per_level[0].item() == pytest.approx(0.0, abs=1e-6)
+    assert torch.isfinite(q.grad).all() and torch.isfinite(d.grad).all() and q.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="contrast"):
+        heal_loss(q, d, labels, contrast="bogus")

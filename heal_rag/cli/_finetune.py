@@ -89,6 +89,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--temperature", type=float, default=0.05, metavar="T", help="HEAL temperature (0.05)"
     )
     training.add_argument(
+        "--contrast",
+        choices=("supcon", "graded"),
+        default="supcon",
+        help="what a positive is contrasted with per level: every document of the batch (supcon, default) "
+        "or only that level's negatives (graded)",
+    )
+    training.add_argument(
         "--level-weights",
         default="fine-heavy",
         metavar="PRESET|W,...",
@@ -211,6 +218,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         temperature=args.temperature,
+        contrast=args.contrast,
         level_weights=parse_level_weights(args.level_weights),
         use_document_level=not args.no_document_level,
         max_steps=args.max_steps,

@@ -131,6 +131,9 @@ class HEALFinetuneEngine:
         epochs, batch_size, learning_rate, warmup_ratio, max_steps: training schedule; ``max_steps``
             (if set) overrides ``epochs``.
         temperature: HEAL softmax temperature τ.
+        contrast: what a positive is contrasted with at each level: ``"supcon"`` (every document of the
+            batch) or ``"graded"`` (only the negatives of that level); see
+            :func:`~heal_rag.training.loss.heal_loss`.
         level_weights: λ per level: ``"fine-heavy"``, ``"coarse-heavy"``, ``"uniform"`` or one float per
             level (topic levels coarse to fine, then the document level).
         use_document_level: keep the document identity as the finest level (the HEAL default).
@@ -181,6 +184,7 @@ class HEALFinetuneEngine:
         learning_rate: float = 2e-5,
         warmup_ratio: float = 0.1,
         temperature: float = 0.05,
+        contrast: Literal["supcon", "graded"] = "supcon",
         level_weights: str | Sequence[float] = "fine-heavy",
         use_document_level: bool = True,
         max_steps: int | None = None,
@@ -256,6 +260,11 @@ class HEALFinetuneEngine:
         self.learning_rate = float(learning_rate)
         self.warmup_ratio = float(warmup_ratio)
         self.temperature = float(temperature)
+        if contrast not in ("supcon", "graded"):
+            raise ValueError(
+                f"The 'contrast' parameter must be 'supcon' or 'graded'. Got {contrast!r} instead."
+            )
+        self.contrast = contrast
         self.level_weights = (
             level_weights if isinstance(level_weights, str) else [float(w) for w in level_weights]
         )
@@ -598,6 +607,7 @@ class HEALFinetuneEngine:
             temperature=self.temperature,
             use_hierarchy=self.use_hierarchy,
             use_document_level=self.use_document_level,
+            contrast=self.contrast,
         )
         # Fail on a wrong number of level weights now rather than at the first step.
         n_active = (hierarchy.n_levels if hierarchy is not None else 0) + int(self.use_document_level)
@@ -674,6 +684,7 @@ class HEALFinetuneEngine:
                 "learning_rate": self.learning_rate,
                 "warmup_ratio": self.warmup_ratio,
                 "temperature": self.temperature,
+                "contrast": self.contrast,
                 "level_weights": self.level_weights,
                 "resolved_level_weights": loss.resolve_level_weights(n_active),
                 "use_document_level": self.use_document_level,

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 logger = logging.getLogger(__name__)
 
 LEVEL_WEIGHT_PRESETS = ("fine-heavy", "coarse-heavy", "uniform")
+CONTRAST_MODES = ("supcon", "graded")
 
 
 def preset_level_weights(preset: str, n_levels: int) -> list[float]:
@@ -84,6 +85,7 @@ def heal_loss(
     confidence: Tensor | None = None,
     prefix: bool = False,
     normalize_weights: bool = True,
+    contrast: str = "supcon",
 ) -> tuple[Tensor, Tensor]:
     """HEAL loss of a batch of (query, document) pairs: one supervised contrastive term per level.
 
@@ -121,6 +123,14 @@ def heal_loss(
         prefix: Compare whole label prefixes ``labels[:, :l + 1]`` instead of the level-``l`` column alone.
             Only needed when topic ids are not unique across the tree.
         normalize_weights: Divide the weighted sum by ``sum(λ)`` (default) or not.
+        contrast: What each positive is contrasted with. ``"supcon"`` (default, the paper's SupCon reading):
+            the softmax runs over every document of the batch, so at a coarse level a query is pulled
+            towards all documents of its topic *equally*, including away from its own document.
+            ``"graded"``: positive ``p`` at level ``l`` is contrasted only with itself and the level-``l``
+            negatives, ``-log(e^{s_ip} / (e^{s_ip} + sum_{a not in P_l(i)} e^{s_ia}))``; a coarse level then
+            asks for "same topic above other topics" without flattening the finer ranking, so the levels
+            compose into a graded order (own document > same leaf > same parent > rest). Both equal MNRL
+            with the document level alone.
 
     Returns:
         ``(total, per_level)``: the scalar loss and the unweighted per-level losses ``L_l`` (shape (T,),
@@ -158,6 +168,7 @@ def heal_loss(
         )
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a positive number. Got {temperature!r} instead.")
+    _check_contrast(contrast)
     n_levels = labels.shape[1]
     device = query_emb.device
     if level_weights is None:
@@ -190,11 +201,13 @@ def heal_loss(
             pos_weight = positives.float() * conf[:, None, :]
             anchor_weight = conf
 
-        per_level = _directional_terms(scores, pos_weight, anchor_weight)
+        per_level = _directional_terms(scores, positives, pos_weight, anchor_weight, contrast)
         if symmetric:
             # Document j as anchor over the queries. The label relation is symmetric and positive weights
             # depend only on the positive's own confidence, so the same (T, B, B) weights apply.
-            per_level = 0.5 * (per_level + _directional_terms(scores.T, pos_weight, anchor_weight))
+            per_level = 0.5 * (
+                per_level + _directional_terms(scores.T, positives, pos_weight, anchor_weight, contrast)
+            )
 
         denominator = weights.sum() if normalize_weights else torch.ones((), device=device)
         total = (weights * per_level).sum() / denominator
@@ -215,13 +228,31 @@ def _check_confidence(confidence: Tensor, batch: int, n_levels: int, device: tor
     return conf.T
 
 
-def _directional_terms(scores: Tensor, pos_weight: Tensor, anchor_weight: Tensor) -> Tensor:
-    """Per-level loss for anchors in the rows of ``scores`` (B, B); pos_weight (T, B, B); anchor (T, B)."""
-    log_prob = scores - torch.logsumexp(scores, dim=1, keepdim=True)  # (B, B), stable
+def _check_contrast(contrast: str) -> None:
+    if contrast not in CONTRAST_MODES:
+        raise ValueError(
+            f"The 'contrast' parameter must be one of {CONTRAST_MODES}. Got {contrast!r} instead."
+        )
+
+
+def _directional_terms(
+    scores: Tensor, positives: Tensor, pos_weight: Tensor, anchor_weight: Tensor, contrast: str
+) -> Tensor:
+    """Per-level loss for the anchors in the rows of ``scores`` (B, B).
+
+    ``positives`` and ``pos_weight`` have shape (T, B, B), ``anchor_weight`` (T, B).
+    """
+    if contrast == "graded":
+        # log( e^{s_ip} / (e^{s_ip} + sum over level-l negatives) ), stable: a finite fill (not -inf) keeps
+        # the gradient finite when a level has no negative for an anchor (the term is then 0).
+        negatives_lse = torch.logsumexp(scores[None].masked_fill(positives, -1e9), dim=2, keepdim=True)
+        log_prob = scores[None] - torch.logaddexp(scores[None], negatives_lse)  # (T, B, B)
+    else:
+        log_prob = (scores - torch.logsumexp(scores, dim=1, keepdim=True))[None]  # (1, B, B), stable
     pos_mass = pos_weight.sum(dim=2)  # (T, B)
     has_pos = pos_mass > 0
     # Mean log-probability of the positives; anchors without positives are masked out below.
-    anchor_terms = -(pos_weight * log_prob[None]).sum(dim=2) / pos_mass.clamp_min(1e-12)
+    anchor_terms = -(pos_weight * log_prob).sum(dim=2) / pos_mass.clamp_min(1e-12)
     weight = anchor_weight * has_pos
     norm = weight.sum(dim=1)
     return torch.where(norm > 0, (anchor_terms * weight).sum(dim=1) / norm.clamp_min(1e-12), 0.0)
@@ -248,6 +279,8 @@ class HEALLoss(nn.Module):
         symmetric: Also add the document -> query direction.
         normalize_weights: Divide the weighted sum of the levels by ``sum(λ)`` (default), keeping the loss
             on the scale of a single in-batch-negatives loss.
+        contrast: ``"supcon"`` (default) or ``"graded"``: what a positive is contrasted with at each level
+            (see :func:`heal_loss`).
         return_components: Return a dict of weighted per-level terms (``level_0``, ..., ``document``) whose
             sum is the loss; sentence-transformers' trainer sums them and logs each one. ``False`` returns
             the scalar total. Either way, the unweighted per-level losses of the last call are kept in
@@ -317,8 +350,10 @@ class HEALLoss(nn.Module):
         symmetric: bool = False,
         normalize_weights: bool = True,
         return_components: bool = True,
+        contrast: str = "supcon",
     ) -> None:
         super().__init__()
+        _check_contrast(contrast)
         if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
             raise ValueError(
                 f"The 'temperature' parameter of HEALLoss must be > 0. Got {temperature!r} instead."
@@ -347,6 +382,7 @@ class HEALLoss(nn.Module):
         self.symmetric = symmetric
         self.normalize_weights = normalize_weights
         self.return_components = return_components
+        self.contrast = contrast
         self.last_level_losses: dict[str, float] = {}
 
     def active_labels(self, labels: Tensor) -> Tensor:
@@ -410,6 +446,7 @@ class HEALLoss(nn.Module):
             temperature=self.temperature,
             symmetric=self.symmetric,
             normalize_weights=self.normalize_weights,
+            contrast=self.contrast,
         )
         names = self.level_names(active.shape[1])
         values = per_level.detach().cpu().tolist()
@@ -428,6 +465,7 @@ class HEALLoss(nn.Module):
             "use_document_level": self.use_document_level,
             "symmetric": self.symmetric,
             "normalize_weights": self.normalize_weights,
+            "contrast": self.contrast,
         }
 
     @property
