@@ -61,7 +61,7 @@ class Variant:
     use_hierarchy: bool
     level_weights: str | list[float] = "fine-heavy"
     temperature: float = 0.05
-    contrast: str = "supcon"
+    contrast: str = "graded"
     depth: int = 2
     use_document_level: bool = True
     description: str = ""
@@ -105,7 +105,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     heal.add_argument("--temperature", type=float, default=0.05, help="τ (also used by the flat loss)")
     heal.add_argument(
-        "--contrast", choices=("supcon", "graded"), default="supcon", help="HEAL contrast per level"
+        "--contrast", choices=("supcon", "graded"), default="graded", help="HEAL contrast per level"
     )
     heal.add_argument("--depth", type=int, default=2, help="topic levels of the HNMFk hierarchy")
     heal.add_argument(

@@ -47,13 +47,15 @@ def test_two_samples_by_hand():
     q = torch.eye(2)
     d = torch.eye(2)
     labels = torch.tensor([[0, 10], [0, 11]])  # same topic, different documents
-    total, per_level = heal_loss(q, d, labels, level_weights=[1.0, 3.0], temperature=1.0)
+    total, per_level = heal_loss(q, d, labels, level_weights=[1.0, 3.0], temperature=1.0, contrast="supcon")
     lse = math.log(math.e + 1)
     level0 = -0.5 * ((1 - lse) + (0 - lse))  # both documents are positives at level 0
     doc = -(1 - lse)  # only its own document at the document level
     assert per_level.tolist() == pytest.approx([level0, doc], abs=1e-6)
     assert total.item() == pytest.approx((level0 + 3 * doc) / 4, abs=1e-6)
-    raw, _ = heal_loss(q, d, labels, level_weights=[1.0, 3.0], temperature=1.0, normalize_weights=False)
+    raw, _ = heal_loss(
+        q, d, labels, level_weights=[1.0, 3.0], temperature=1.0, normalize_weights=False, contrast="supcon"
+    )
     assert raw.item() == pytest.approx(level0 + 3 * doc, abs=1e-6)
 
 
@@ -61,7 +63,7 @@ def test_three_samples_with_unknown_label_by_hand():
     q = torch.eye(3) * 5.0  # norms are removed by the cosine
     d = torch.eye(3)
     labels = torch.tensor([[0, 1], [0, 2], [-1, 3]])  # sample 2 has no level-0 topic
-    total, per_level = heal_loss(q, d, labels, temperature=0.5)
+    total, per_level = heal_loss(q, d, labels, temperature=0.5, contrast="supcon")
     lse = math.log(math.exp(2) + 2)
     # level 0: anchors 0 and 1 each have positives {0, 1}; anchor 2 contributes nothing
     level0 = -0.5 * ((2 - lse) + (0 - lse))
@@ -120,8 +122,9 @@ def test_hierarchy_changes_the_loss(embeddings):
     full, per_level = heal_loss(q, d, LABELS)
     assert per_level.shape == (3,)
     assert not math.isclose(flat.item(), full.item(), rel_tol=1e-3)
-    # coarse levels have more positives to share the probability mass: higher per-anchor loss
-    assert per_level[0] > per_level[2]
+    # SupCon: coarse levels have more positives to share the probability mass, so a higher per-anchor loss
+    supcon_levels = heal_loss(q, d, LABELS, contrast="supcon")[1]
+    assert supcon_levels[0] > supcon_levels[2]
 
 
 def test_gradients_are_finite():
@@ -293,7 +296,7 @@ def test_graded_contrast_equals_mnrl_on_document_level_and_is_order_invariant(mo
     b = heal_loss(q[perm], d[perm], LABELS[perm], contrast="graded", symmetric=True)[1]
     assert torch.allclose(a, b, atol=1e-6)
     # graded coarse levels do not ask for equal similarity to all same-topic documents: lower than SupCon
-    supcon = heal_loss(q, d, LABELS)[1]
+    supcon = heal_loss(q, d, LABELS, contrast="supcon")[1]
     assert (a[:2] < supcon[:2]).all()
 
 

@@ -91,9 +91,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     training.add_argument(
         "--contrast",
         choices=("supcon", "graded"),
-        default="supcon",
-        help="what a positive is contrasted with per level: every document of the batch (supcon, default) "
-        "or only that level's negatives (graded)",
+        default="graded",
+        help="what a positive is contrasted with per level: only that level's negatives (graded, default) "
+        "or every document of the batch (supcon)",
     )
     training.add_argument(
         "--level-weights",

@@ -184,7 +184,7 @@ class HEALFinetuneEngine:
         learning_rate: float = 2e-5,
         warmup_ratio: float = 0.1,
         temperature: float = 0.05,
-        contrast: Literal["supcon", "graded"] = "supcon",
+        contrast: Literal["supcon", "graded"] = "graded",
         level_weights: str | Sequence[float] = "fine-heavy",
         use_document_level: bool = True,
         max_steps: int | None = None,
@@ -636,6 +636,12 @@ class HEALFinetuneEngine:
             dataloader_pin_memory=torch.cuda.is_available() and self.device != "cpu",
         )
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
+        if args.disable_tqdm:
+            # Without progress bars transformers prints every log dict to stdout; the losses still reach
+            # trainer.state.log_history (and heal_config.json), so drop the printer.
+            from transformers.trainer_callback import PrinterCallback
+
+            trainer.remove_callback(PrinterCallback)
         logger.info(
             "Training %s on %d pairs (%s), %d steps, batch %d, %s.",
             model_name,

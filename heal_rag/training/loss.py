@@ -85,7 +85,7 @@ def heal_loss(
     confidence: Tensor | None = None,
     prefix: bool = False,
     normalize_weights: bool = True,
-    contrast: str = "supcon",
+    contrast: str = "graded",
 ) -> tuple[Tensor, Tensor]:
     """HEAL loss of a batch of (query, document) pairs: one supervised contrastive term per level.
 
@@ -123,14 +123,15 @@ def heal_loss(
         prefix: Compare whole label prefixes ``labels[:, :l + 1]`` instead of the level-``l`` column alone.
             Only needed when topic ids are not unique across the tree.
         normalize_weights: Divide the weighted sum by ``sum(λ)`` (default) or not.
-        contrast: What each positive is contrasted with. ``"supcon"`` (default, the paper's SupCon reading):
+        contrast: What each positive is contrasted with. ``"supcon"`` (the paper's SupCon reading):
             the softmax runs over every document of the batch, so at a coarse level a query is pulled
             towards all documents of its topic *equally*, including away from its own document.
-            ``"graded"``: positive ``p`` at level ``l`` is contrasted only with itself and the level-``l``
-            negatives, ``-log(e^{s_ip} / (e^{s_ip} + sum_{a not in P_l(i)} e^{s_ia}))``; a coarse level then
+            ``"graded"`` (default): positive ``p`` at level ``l`` is contrasted only with itself and the
+            level-``l`` negatives, ``-log(e^{s_ip} / (e^{s_ip} + sum_{a not in P_l(i)} e^{s_ia}))``; a coarse level then
             asks for "same topic above other topics" without flattening the finer ranking, so the levels
             compose into a graded order (own document > same leaf > same parent > rest). Both equal MNRL
-            with the document level alone.
+            with the document level alone. ``"graded"`` is the default because it measured better
+            (evals/results/bench_retrieval.md, contrast ablation).
 
     Returns:
         ``(total, per_level)``: the scalar loss and the unweighted per-level losses ``L_l`` (shape (T,),
@@ -279,7 +280,7 @@ class HEALLoss(nn.Module):
         symmetric: Also add the document -> query direction.
         normalize_weights: Divide the weighted sum of the levels by ``sum(λ)`` (default), keeping the loss
             on the scale of a single in-batch-negatives loss.
-        contrast: ``"supcon"`` (default) or ``"graded"``: what a positive is contrasted with at each level
+        contrast: ``"graded"`` (default) or ``"supcon"``: what a positive is contrasted with at each level
             (see :func:`heal_loss`).
         return_components: Return a dict of weighted per-level terms (``level_0``, ..., ``document``) whose
             sum is the loss; sentence-transformers' trainer sums them and logs each one. ``False`` returns
@@ -350,7 +351,7 @@ class HEALLoss(nn.Module):
         symmetric: bool = False,
         normalize_weights: bool = True,
         return_components: bool = True,
-        contrast: str = "supcon",
+        contrast: str = "graded",
     ) -> None:
         super().__init__()
         _check_contrast(contrast)
