@@ -123,15 +123,15 @@ def heal_loss(
         prefix: Compare whole label prefixes ``labels[:, :l + 1]`` instead of the level-``l`` column alone.
             Only needed when topic ids are not unique across the tree.
         normalize_weights: Divide the weighted sum by ``sum(λ)`` (default) or not.
-        contrast: What each positive is contrasted with. ``"supcon"`` (the paper's SupCon reading):
-            the softmax runs over every document of the batch, so at a coarse level a query is pulled
-            towards all documents of its topic *equally*, including away from its own document.
-            ``"graded"`` (default): positive ``p`` at level ``l`` is contrasted only with itself and the
-            level-``l`` negatives, ``-log(e^{s_ip} / (e^{s_ip} + sum_{a not in P_l(i)} e^{s_ia}))``; a coarse level then
-            asks for "same topic above other topics" without flattening the finer ranking, so the levels
-            compose into a graded order (own document > same leaf > same parent > rest). Both equal MNRL
-            with the document level alone. ``"graded"`` is the default because it measured better
-            (evals/results/bench_retrieval.md, contrast ablation).
+        contrast: What each positive is contrasted with. ``"supcon"`` (the paper's SupCon reading): the
+            softmax runs over every document of the batch, so at a coarse level a query is pulled towards
+            all documents of its topic *equally*, including away from its own document. ``"graded"``
+            (default): positive ``p`` at level ``l`` is contrasted only with itself and the level-``l``
+            negatives, ``-log(e^{s_ip} / (e^{s_ip} + sum_{a not in P_l(i)} e^{s_ia}))``; a coarse level
+            then asks for "same topic above other topics" without flattening the finer ranking, so the
+            levels compose into a graded order (own document > same leaf > same parent > rest). Both
+            equal MNRL with the document level alone. ``"graded"`` is the default because it measured
+            better (evals/results/bench_retrieval.contrast_med_quick.md).
 
     Returns:
         ``(total, per_level)``: the scalar loss and the unweighted per-level losses ``L_l`` (shape (T,),
