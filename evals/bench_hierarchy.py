@@ -5,12 +5,17 @@ Usage:
     python evals/bench_hierarchy.py --part quality --seeds 0
     python evals/bench_hierarchy.py --part speed --params '{"n_perturbations": 3}'
 
-Quality: HNMFk (default settings) on the 20 Newsgroups *test* bodies (headers dropped, quoted lines,
-"... writes:" lines and signatures stripped, as scikit-learn's ``remove=("headers", "footers", "quotes")``).
-For each level of the tree: NMI / ARI of the hard labels against the dataset's ``level1`` (7 classes) and
-``level2`` (16 classes) labels, side by side with flat KMeans and flat NMF on the same TF-IDF matrix at the
-same number of clusters (the
-number of topics HNMFk has at that level). Medians over seeds.
+Quality: HNMFk (default settings, KL final fits) on the 20 Newsgroups *test* bodies, headers always dropped,
+in two variants: "stripped" (quoted lines, "... writes:" lines and signatures removed, as scikit-learn's
+``remove=("headers", "footers", "quotes")``; the harder, leak-free setting) and "raw" (bodies as they are,
+quotes included: the setting of the issue's T-ELF/KMeans reference figures). For each level of the tree:
+NMI / ARI of the hard labels against the dataset's ``level1`` (7 classes) and ``level2`` (16 classes) labels,
+side by side with, on the same TF-IDF matrix and at the same number of clusters (the number of topics HNMFk
+has at that level): flat KMeans (k-means++, n_init=10: a strong baseline), flat NMF (Frobenius, NNDSVDa)
+and flat NMF with the KL divergence (NNDSVDa, multiplicative updates); plus the ablation
+``hnmfk_frobenius`` (the same tree builder with ``beta_loss="frobenius"``, the behaviour before KL; its own
+tree, so its own k per level).
+Medians over seeds.
 
 Speed: wall time and peak memory (max RSS of a fresh child process) of a depth-2 build on SciFact's 5,183
 abstracts with the defaults, median over repeats; then the time for 1k, 5k and 20k documents drawn from
@@ -98,7 +103,10 @@ def versions() -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------------------------- quality
-def quality(seeds: list[int], params: dict) -> dict:
+METHODS = ("hnmfk", "hnmfk_frobenius", "kmeans", "nmf", "nmf_kl")
+
+
+def quality(seeds: list[int], params: dict, bodies: str) -> dict:
     from sklearn.cluster import KMeans
     from sklearn.decomposition import NMF
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
@@ -106,7 +114,7 @@ def quality(seeds: list[int], params: dict) -> dict:
     from heal_rag.hierarchy import HNMFk
 
     rows = load_20ng("test")
-    texts = [strip_newsgroup_body(r["body"]) for r in rows]
+    texts = [strip_newsgroup_body(r["body"]) if bodies == "stripped" else r["body"] for r in rows]
     truth = {name: np.array([r[name] for r in rows]) for name in ("level1", "level2")}
 
     def scores(labels: np.ndarray) -> dict:
@@ -122,6 +130,9 @@ def quality(seeds: list[int], params: dict) -> dict:
         model = HNMFk(depth=2, random_state=seed, progress=False, **params).fit(texts)
         seconds = time.perf_counter() - start
         h = model.hierarchy_
+        frobenius = HNMFk(
+            depth=2, random_state=seed, progress=False, **{**params, "beta_loss": "frobenius"}
+        ).fit(texts)
         X = h.vectorize(texts)  # the same TF-IDF matrix HNMFk used
         run = {
             "seed": seed,
@@ -134,15 +145,27 @@ def quality(seeds: list[int], params: dict) -> dict:
         for level in range(h.n_levels):
             labels = h.labels(level)
             k = len(np.unique(labels))
-            km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(X)
+            frob_labels = frobenius.hierarchy_.labels(min(level, frobenius.hierarchy_.n_levels - 1))
+            km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(X)
             nmf = NMF(n_components=k, init="nndsvda", max_iter=300, random_state=seed).fit_transform(X)
+            nmf_kl = NMF(
+                n_components=k,
+                init="nndsvda",
+                solver="mu",
+                beta_loss="kullback-leibler",
+                max_iter=200,
+                random_state=seed,
+            ).fit_transform(X)
             run["levels"].append(
                 {
                     "level": level,
                     "n_clusters": k,
+                    "n_clusters_hnmfk_frobenius": len(np.unique(frob_labels)),
                     "hnmfk": scores(labels),
+                    "hnmfk_frobenius": scores(frob_labels),
                     "kmeans": scores(km),
                     "nmf": scores(np.argmax(nmf, axis=1)),
+                    "nmf_kl": scores(np.argmax(nmf_kl, axis=1)),
                 }
             )
         runs.append(run)
@@ -151,8 +174,7 @@ def quality(seeds: list[int], params: dict) -> dict:
             print(
                 f"  level {lv['level']} k={lv['n_clusters']}: "
                 + "  ".join(
-                    f"{m} NMI1 {lv[m]['nmi_level1']:.3f} NMI2 {lv[m]['nmi_level2']:.3f}"
-                    for m in ("hnmfk", "kmeans", "nmf")
+                    f"{m} NMI1 {lv[m]['nmi_level1']:.3f} NMI2 {lv[m]['nmi_level2']:.3f}" for m in METHODS
                 ),
                 flush=True,
             )
@@ -160,12 +182,128 @@ def quality(seeds: list[int], params: dict) -> dict:
     n_levels = min(len(r["levels"]) for r in runs)
     summary = []
     for level in range(n_levels):
-        entry: dict = {"level": level, "n_clusters": [r["levels"][level]["n_clusters"] for r in runs]}
-        for method in ("hnmfk", "kmeans", "nmf"):
+        entry: dict = {
+            "level": level,
+            "n_clusters": [r["levels"][level]["n_clusters"] for r in runs],
+            "n_clusters_hnmfk_frobenius": [r["levels"][level]["n_clusters_hnmfk_frobenius"] for r in runs],
+        }
+        for method in METHODS:
             keys = runs[0]["levels"][level][method]
             entry[method] = {k: statistics.median(r["levels"][level][method][k] for r in runs) for k in keys}
         summary.append(entry)
-    return {"dataset": "20newsgroups test bodies (7,532)", "seeds": seeds, "runs": runs, "median": summary}
+    return {
+        "dataset": f"20newsgroups test bodies (7,532), {bodies}",
+        "bodies": bodies,
+        "seeds": seeds,
+        "runs": runs,
+        "median": summary,
+    }
+
+
+# ----------------------------------------------------------------------------------------------- ablation
+def ablation(seeds: list[int], params: dict) -> dict:
+    """Level-0 split alone (stripped bodies, k fixed): which change to the final fit / assignment helps.
+
+    Every variant starts from the same NMFk consensus topics of the same perturbations (the tree builder's
+    path), so only the final fit and the assignment differ; KMeans (n_init=10) on the same matrix for scale.
+    Then the TF-IDF settings (KL vs KMeans) and NMI against ``level1`` across k (seed 0) for the k-selection.
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import normalized_mutual_info_score
+
+    from heal_rag.hierarchy import HNMFk, _nmf
+    from heal_rag.hierarchy.nmfk import nmfk
+
+    rows = load_20ng("test")
+    texts = [strip_newsgroup_body(r["body"]) for r in rows]
+    y = np.array([r["level1"] for r in rows])
+    ops = _nmf._Ops("cpu")
+
+    def nmi(labels: np.ndarray) -> float:
+        return float(normalized_mutual_info_score(y, labels))
+
+    def consensus(X, k: int, seed: int, beta_loss: str):  # noqa: ANN001, ANN202 - local helper
+        return nmfk(
+            X,
+            [k],
+            n_perturbations=4,
+            noise=0.05,
+            bootstrap=True,
+            max_iter=100,
+            perturbation_max_iter=30,
+            tol=1e-3,
+            stability_threshold=-1.0,  # k is fixed here: never refuse it
+            stability_tolerance=2.0,
+            rng=np.random.default_rng(seed),
+            ops=ops,
+            beta_loss=beta_loss,
+        ).components
+
+    def variants(X, k: int, seed: int) -> dict[str, float]:  # noqa: ANN001 - sparse matrix
+        out: dict[str, float] = {}
+        H = consensus(X, k, seed, "frobenius")
+        out["frobenius (before)"] = nmi(np.argmax(_nmf.project(X, H), axis=1))
+        out["frobenius, L1-scaled topics"] = nmi(
+            np.argmax(_nmf.project(X, H / H.sum(1, keepdims=True)), axis=1)
+        )
+        W0 = np.maximum(_nmf.project(X, H, n_iter=5), 1e-6)
+        long = _nmf.hals(X, W0, H, max_iter=400, tol=1e-6, ops=ops)
+        out["frobenius, 400 sweeps tol 1e-6"] = nmi(
+            np.argmax(_nmf.project(X, _nmf.unit_rows(long.H)), axis=1)
+        )
+        rng = np.random.default_rng(seed)
+        inits = [_nmf.nndsvd_components(X, k, seed)]
+        scale = float(np.sqrt(X.mean() / k))
+        for _ in range(4):
+            inits.append(
+                (
+                    (rng.random((X.shape[0], k)) * scale).astype(np.float32),
+                    (rng.random((k, X.shape[1])) * scale).astype(np.float32),
+                )
+            )
+        fits = [_nmf.hals(X, a, b, max_iter=400, tol=1e-6, ops=ops) for a, b in inits]
+        best = min(fits, key=lambda f: f.rel_error)
+        out["frobenius, best of 5 inits by error"] = nmi(
+            np.argmax(_nmf.project(X, _nmf.unit_rows(best.H)), axis=1)
+        )
+        out["kl (new default)"] = nmi(
+            np.argmax(_nmf.project_kl(X, consensus(X, k, seed, "kullback-leibler")), axis=1)
+        )
+        out["kmeans n_init=10"] = nmi(KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(X))
+        return out
+
+    X = HNMFk(**params)._vectorize(texts)[0]
+    fixed_k = {}
+    for k in (4, 8):
+        per_seed = [variants(X, k, seed) for seed in seeds]
+        fixed_k[str(k)] = {name: statistics.median(r[name] for r in per_seed) for name in per_seed[0]}
+        print(f"[ablation] k={k}: {fixed_k[str(k)]}", flush=True)
+    tfidf = {}
+    for name, extra in (
+        ("defaults", {}),
+        ("max_features=10000", {"max_features": 10000}),
+        ("sublinear_tf=False", {"sublinear_tf": False}),
+        ("min_df=5", {"min_df": 5}),
+    ):
+        Xv = HNMFk(**{**params, **extra})._vectorize(texts)[0]
+        entry = {}
+        for k in (4, 8):
+            kl = [
+                nmi(np.argmax(_nmf.project_kl(Xv, consensus(Xv, k, s, "kullback-leibler")), axis=1))
+                for s in seeds
+            ]
+            km = [nmi(KMeans(n_clusters=k, n_init=10, random_state=s).fit_predict(Xv)) for s in seeds]
+            entry[f"k{k}"] = {"kl": statistics.median(kl), "kmeans": statistics.median(km)}
+        tfidf[name] = entry
+        print(f"[ablation] tfidf {name}: {entry}", flush=True)
+    sweep = {}
+    for k in range(2, 11):
+        sweep[str(k)] = {
+            "kl": nmi(np.argmax(_nmf.project_kl(X, consensus(X, k, seeds[0], "kullback-leibler")), axis=1)),
+            "kmeans": nmi(KMeans(n_clusters=k, n_init=10, random_state=seeds[0]).fit_predict(X)),
+        }
+    print(f"[ablation] k sweep: {sweep}", flush=True)
+    return {"seeds": seeds, "fixed_k": fixed_k, "tfidf": tfidf, "k_sweep_seed0": sweep}
 
 
 # ----------------------------------------------------------------------------------------------- speed
@@ -234,8 +372,7 @@ def markdown(result: dict) -> str:
         + (f" + {json.dumps(result['params'])}." if result["params"] else ".")
     )
     lines.append("")
-    if "quality" in result:
-        q = result["quality"]
+    for q in result.get("quality", []):
         lines += [
             f"## Quality: {q['dataset']}, medians over seeds {q['seeds']}",
             "",
@@ -243,14 +380,21 @@ def markdown(result: dict) -> str:
             "|---|---|---|---|---|---|---|",
         ]
         for entry in q["median"]:
-            for method in ("hnmfk", "kmeans", "nmf"):
+            for method in METHODS:
                 s = entry[method]
+                ks = entry["n_clusters_hnmfk_frobenius" if method == "hnmfk_frobenius" else "n_clusters"]
                 lines.append(
-                    f"| {entry['level']} | {'/'.join(map(str, entry['n_clusters']))} | {method} | "
+                    f"| {entry['level']} | {'/'.join(map(str, ks))} | {method} | "
                     f"{s['nmi_level1']:.3f} | {s['ari_level1']:.3f} | "
                     f"{s['nmi_level2']:.3f} | {s['ari_level2']:.3f} |"
                 )
-        lines += ["", "Smallest leaf per seed: " + ", ".join(str(r["min_leaf_size"]) for r in q["runs"]), ""]
+        lines += [
+            "",
+            "Smallest leaf per seed: " + ", ".join(str(r["min_leaf_size"]) for r in q["runs"]),
+            "HNMFk build seconds per seed: "
+            + ", ".join(format(r["build_seconds"], ".1f") for r in q["runs"]),
+            "",
+        ]
     if "speed" in result:
         s = result["speed"]
         lines += [
@@ -271,6 +415,32 @@ def markdown(result: dict) -> str:
                 f"{r['topics_per_level']} | {r['min_leaf_size']} |"
             )
         lines.append("")
+    if "ablation" in result:
+        a = result["ablation"]
+        lines += [
+            "## Ablation: the level-0 split alone, stripped bodies, NMI level1, "
+            f"medians over seeds {a['seeds']}",
+            "",
+            "Same NMFk consensus topics for every variant; only the final fit / assignment differs.",
+            "",
+            "| variant | k=4 | k=8 |",
+            "|---|---|---|",
+        ]
+        for name in a["fixed_k"]["4"]:
+            lines.append(f"| {name} | {a['fixed_k']['4'][name]:.3f} | {a['fixed_k']['8'][name]:.3f} |")
+        lines += ["", "TF-IDF settings (HNMFk's vectoriser; the same matrix for both methods):", ""]
+        lines += ["| TF-IDF | KL k=4 | KMeans k=4 | KL k=8 | KMeans k=8 |", "|---|---|---|---|---|"]
+        for name, e in a["tfidf"].items():
+            lines.append(
+                f"| {name} | {e['k4']['kl']:.3f} | {e['k4']['kmeans']:.3f} | "
+                f"{e['k8']['kl']:.3f} | {e['k8']['kmeans']:.3f} |"
+            )
+        sweep = a["k_sweep_seed0"]
+        lines += ["", "NMI level1 across k (seed 0), for the choice of k:", ""]
+        lines += ["| k | " + " | ".join(sweep) + " |", "|---" * (len(sweep) + 1) + "|"]
+        for method in ("kl", "kmeans"):
+            lines.append(f"| {method} | " + " | ".join(f"{sweep[k][method]:.3f}" for k in sweep) + " |")
+        lines.append("")
     lines.append(
         "Reference (issue 2, T-ELF on such a machine): ~16 min for the SciFact depth-2 build, "
         "0.5 GB written, "
@@ -281,8 +451,19 @@ def markdown(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=["all", "quality", "speed"], default="all")
+    parser.add_argument(
+        "--part",
+        choices=["all", "quality", "speed", "ablation"],
+        default="all",
+        help="'ablation' alone adds its figures to the existing results files",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--bodies",
+        choices=["both", "stripped", "raw"],
+        default="both",
+        help="20NG bodies with quotes/signatures stripped, as they are, or both",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="SciFact speed repeats")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000])
     parser.add_argument("--params", default="{}", help="JSON of HNMFk parameters overriding the defaults")
@@ -308,9 +489,15 @@ def main() -> None:
         "versions": versions(),
     }
     if args.part in ("all", "quality"):
-        result["quality"] = quality(args.seeds, params)
+        variants = ["stripped", "raw"] if args.bodies == "both" else [args.bodies]
+        result["quality"] = [quality(args.seeds, params, bodies) for bodies in variants]
     if args.part in ("all", "speed"):
         result["speed"] = speed(params, args.repeats, args.sizes, args.timeout)
+    if args.part in ("all", "ablation"):
+        result["ablation"] = ablation(args.seeds, params)
+        previous = RESULTS / "bench_hierarchy.json"
+        if args.part == "ablation" and previous.is_file():  # keep the other parts of the last full run
+            result = {**json.loads(previous.read_text()), "ablation": result["ablation"]}
     text = markdown(result)
     print(text)
     if not args.no_write:

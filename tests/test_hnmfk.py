@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -126,6 +128,35 @@ def test_ragged_paths_repeat_leaf():
     np.testing.assert_allclose(m.sum(1), 1.0, atol=1e-6)
 
 
+def test_beta_loss_recorded_and_used_for_placement(fitted, tmp_path):
+    model, texts, l0, l1 = fitted
+    h = model.hierarchy_
+    assert h.beta_loss == "kullback-leibler"  # the default
+    loaded = Hierarchy.load(h.save(tmp_path / "h"))
+    assert loaded.beta_loss == "kullback-leibler"
+    np.testing.assert_array_equal(loaded.predict(texts), h.paths)
+    # the Frobenius variant is still available and recovers the planted tree too
+    frob = HNMFk(depth=2, k_range=(2, 6), min_topic_size=5, beta_loss="frobenius", **FAST).fit(texts)
+    assert frob.hierarchy_.beta_loss == "frobenius"
+    assert adjusted_rand_score(l1, frob.hierarchy_.labels(1)) == 1.0
+    np.testing.assert_array_equal(frob.predict(texts), frob.hierarchy_.paths)
+    # hierarchies saved without the setting (before it existed) keep their Frobenius placement
+    legacy = Hierarchy(
+        h.topics, h.doc_ids, h.paths, [h.memberships(0), h.memberships(1)], n_features=h.n_features
+    )
+    assert legacy.beta_loss == "frobenius"
+    assert legacy.fingerprint != h.fingerprint  # the placement rule is part of the identity
+    with pytest.raises(ValueError, match="beta_loss='l1'; expected one of"):
+        Hierarchy(h.topics, h.doc_ids, h.paths, [], n_features=h.n_features, params={"beta_loss": "l1"})
+    # ... and a saved file edited that way is refused at load
+    meta_path = tmp_path / "h" / "hierarchy.json"
+    meta = json.loads(meta_path.read_text())
+    meta["params"]["beta_loss"] = "l1"
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="corrupted or inconsistent.*beta_loss='l1'"):
+        Hierarchy.load(tmp_path / "h")
+
+
 def test_matrix_input_and_predict_with_matrix():
     rng = np.random.default_rng(0)
     X = np.kron(np.eye(3), np.ones((20, 10))) * rng.uniform(0.5, 1.5, (60, 30))
@@ -226,6 +257,7 @@ def test_bad_texts():
         ({"noise": 1.0}, "The 'noise' parameter"),
         ({"stability_threshold": 2.0}, "The 'stability_threshold' parameter"),
         ({"max_features": 0}, "The 'max_features' parameter"),
+        ({"beta_loss": "itakura-saito"}, "The 'beta_loss' parameter of HNMFk must be one of"),
     ],
 )
 def test_bad_parameters(params, match):

@@ -50,6 +50,40 @@ def test_project_matches_nnls_and_is_row_independent():
     np.testing.assert_allclose(single[0], W[5], atol=1e-6)
 
 
+def test_kl_nmf_decreases_divergence_and_fits_exact_low_rank():
+    rng = np.random.default_rng(4)
+    W = rng.random((40, 3))
+    H = rng.random((3, 25))
+    X = sp.csr_matrix(W @ H)
+    W0, H0 = _nmf.nndsvd_components(X, 3, seed=0)
+    start = _nmf.kl_divergence(X, np.maximum(W0, 1e-6), np.maximum(H0, 1e-6))
+    fit = _nmf.kl_nmf(X, W0, H0, max_iter=2000, tol=0.0)
+    assert fit.W.min() >= 0 and fit.H.min() >= 0
+    # the divergence it reports is the true generalised KL of the dense product
+    model = fit.W @ fit.H
+    dense = X.toarray()
+    true = np.sum(dense * np.log(dense / model) - dense + model)
+    assert fit.rel_error * dense.sum() == pytest.approx(true, rel=1e-3, abs=1e-5)
+    assert fit.rel_error < 1e-3  # divergence per unit of mass: the exact low-rank X is fitted
+    assert fit.rel_error * dense.sum() < 0.05 * start
+
+
+def test_project_kl_minimises_divergence_and_is_row_independent():
+    rng = np.random.default_rng(5)
+    H = rng.random((3, 20)) + 0.05
+    Hn = H / H.sum(axis=1, keepdims=True)
+    W_true = rng.random((10, 3)) * 5
+    X = sp.csr_matrix(W_true @ Hn)
+    W = _nmf.project_kl(X, 7.0 * H, n_iter=3000)  # the scale of the topics does not matter
+    np.testing.assert_allclose(W, W_true, rtol=2e-2, atol=2e-2)
+    # weights sum to each document's mass (topics scaled to sum to 1)
+    np.testing.assert_allclose(W.sum(axis=1), X.toarray().sum(axis=1), rtol=1e-3)
+    single = _nmf.project_kl(X[4:5], H, n_iter=3000)
+    np.testing.assert_allclose(single[0], W[4], rtol=1e-5, atol=1e-6)
+    empty = _nmf.project_kl(sp.csr_matrix((2, 20)), H)
+    assert np.all(empty == 0)
+
+
 def test_align_topics_undoes_permutations():
     rng = np.random.default_rng(3)
     base = _nmf.unit_rows(rng.random((4, 50)))

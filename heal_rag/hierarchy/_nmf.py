@@ -241,6 +241,114 @@ def project(X: sp.csr_matrix | np.ndarray, H: np.ndarray, *, n_iter: int = 50) -
     return W
 
 
+# ----------------------------------------------------------------------------------------------- KL
+# Generalised Kullback-Leibler NMF (Lee & Seung 2001 multiplicative updates), numpy only. On TF-IDF text it
+# clusters documents markedly better than the Frobenius fit (it is PLSA up to scaling: each document's
+# weights over L1-normalised topics are its share of term mass per topic); see evals/bench_hierarchy.py.
+def _model_at_nonzeros(X: sp.csr_matrix, counts: np.ndarray, W: np.ndarray, Hg: np.ndarray) -> np.ndarray:
+    """``(W @ H)[i, j]`` for every stored entry ``(i, j)`` of ``X``, without forming ``W @ H``.
+
+    ``Hg = H[:, X.indices]`` (k, nnz) and ``counts`` the stored entries per row; one pass per topic over
+    contiguous 1-D arrays is several times faster than gathering rows of ``W`` and ``H`` for every entry.
+    """
+    out = np.zeros(X.nnz, dtype=DTYPE)
+    for j in range(W.shape[1]):
+        out += np.repeat(W[:, j], counts) * Hg[j]
+    return out
+
+
+def _ratio(X: sp.csr_matrix, counts: np.ndarray, W: np.ndarray, Hg: np.ndarray) -> sp.csr_matrix:
+    """Sparse ``X / (W H)`` on the pattern of ``X``."""
+    model = _model_at_nonzeros(X, counts, W, Hg)
+    return sp.csr_matrix((X.data / np.maximum(model, _EPS), X.indices, X.indptr), shape=X.shape)
+
+
+def kl_divergence(X: sp.csr_matrix, W: np.ndarray, H: np.ndarray) -> float:
+    """Generalised KL divergence ``D(X || W H)`` (``sum X log(X / WH) - X + WH``)."""
+    counts = np.diff(X.indptr)
+    model = np.maximum(_model_at_nonzeros(X, counts, W, H[:, X.indices]), _EPS).astype(np.float64)
+    data = X.data.astype(np.float64)
+    total_model = float(W.sum(axis=0, dtype=np.float64) @ H.sum(axis=1, dtype=np.float64))
+    return float(np.sum(data * np.log(np.maximum(data, _EPS) / model)) - data.sum() + total_model)
+
+
+def kl_nmf(X: sp.csr_matrix, W0: np.ndarray, H0: np.ndarray, *, max_iter: int, tol: float) -> FitResult:
+    """Fit ``X ≈ W H`` minimising the generalised KL divergence, by multiplicative updates from ``(W0, H0)``.
+
+    Args:
+        X: non-negative CSR matrix of shape (n_documents, n_terms).
+        W0: initial document weights, shape (n_documents, k), positive.
+        H0: initial topics, shape (k, n_terms), positive.
+        max_iter: maximum number of updates of both factors.
+        tol: stop when the divergence improves by less than ``tol`` (relative) over 10 updates.
+
+    Returns:
+        The fitted factors; ``rel_error`` is the divergence divided by ``sum(X)``.
+
+    """
+    X = sp.csr_matrix(X, dtype=DTYPE)
+    counts = np.diff(X.indptr)
+    # multiplicative updates never revive an exact zero: start strictly positive
+    W = np.maximum(np.asarray(W0, dtype=DTYPE), 1e-6).copy()
+    H = np.maximum(np.asarray(H0, dtype=DTYPE), 1e-6).copy()
+    total = max(float(X.data.sum()), _EPS)
+    previous = np.inf
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):  # noqa: B007 - n_iter is reported after the loop
+        R = _ratio(X, counts, W, H[:, X.indices])
+        W *= np.asarray(R @ H.T, dtype=DTYPE) / np.maximum(H.sum(axis=1), _EPS)[None, :]
+        R = _ratio(X, counts, W, H[:, X.indices])
+        H *= np.asarray((R.T @ W).T, dtype=DTYPE) / np.maximum(W.sum(axis=0), _EPS)[:, None]
+        if n_iter % 10 == 0:
+            current = kl_divergence(X, W, H)
+            if previous - current < tol * previous:
+                break
+            previous = current
+    return FitResult(W, H, kl_divergence(X, W, H) / total, n_iter)
+
+
+BETA_LOSSES = ("frobenius", "kullback-leibler")
+
+
+def project_weights(
+    X: sp.csr_matrix | np.ndarray, H: np.ndarray, beta_loss: str, *, n_iter: int | None = None
+) -> np.ndarray:
+    """Document weights over fixed topics under ``beta_loss`` (:func:`project` or :func:`project_kl`)."""
+    if beta_loss == "kullback-leibler":
+        return project_kl(X, H) if n_iter is None else project_kl(X, H, n_iter=n_iter)
+    return project(X, H) if n_iter is None else project(X, H, n_iter=n_iter)
+
+
+def project_kl(X: sp.csr_matrix | np.ndarray, H: np.ndarray, *, n_iter: int = 50) -> np.ndarray:
+    """Non-negative weights minimising ``D(X || W H)`` with the topics fixed, over L1-normalised topics.
+
+    With each topic scaled to sum to 1, a document's weights are its term mass explained by each topic (their
+    sum equals the row sum of ``X`` at the optimum), so they compare across topics whatever the topics'
+    norms. Rows are solved independently (same result alone or in a batch). All-zero rows get zero weights.
+
+    Args:
+        X: non-negative matrix of shape (n_documents, n_terms).
+        H: topics, shape (k, n_terms) (any positive scale per row).
+        n_iter: multiplicative updates.
+
+    Returns:
+        Array of shape (n_documents, k).
+
+    """
+    X = sp.csr_matrix(X, dtype=DTYPE)
+    H = np.asarray(H, dtype=DTYPE)
+    H = H / np.maximum(H.sum(axis=1, keepdims=True), _EPS)
+    k = H.shape[0]
+    counts = np.diff(X.indptr)
+    Hg = np.ascontiguousarray(H[:, X.indices])  # fixed topics: gathered once
+    mass = np.asarray(X.sum(axis=1), dtype=DTYPE).ravel()
+    W = np.repeat((mass / max(k, 1))[:, None], k, axis=1).astype(DTYPE)
+    for _ in range(n_iter):
+        R = _ratio(X, counts, W, Hg)
+        W *= np.asarray(R @ H.T, dtype=DTYPE)  # denominators are H.sum(axis=1) == 1
+    return W
+
+
 # ----------------------------------------------------------------------------------------------- perturbation
 def perturb(X: sp.csr_matrix, noise: float, rng: np.random.Generator) -> sp.csr_matrix:
     """Return a perturbed copy of ``X``: each stored entry multiplied by ``1 + U(-noise, noise)``.

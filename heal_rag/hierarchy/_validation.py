@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from heal_rag.hierarchy._nmf import DTYPE
+from heal_rag.hierarchy._nmf import BETA_LOSSES, DTYPE
 
 _DEVICES = ("auto", "cpu", "cuda")
 
@@ -78,6 +78,8 @@ def check_params(est: Any, *, per_depth: bool) -> dict[str, Any]:
     _check_real(owner, "stability_tolerance", est.stability_tolerance, 0.0, 2.0)
     if not isinstance(est.bootstrap, (bool, np.bool_)):
         raise _bad(owner, "bootstrap", "a bool", est.bootstrap)
+    if est.beta_loss not in BETA_LOSSES:
+        raise _bad(owner, "beta_loss", f"one of {BETA_LOSSES}", est.beta_loss)
     if est.device not in _DEVICES:
         raise _bad(owner, "device", f"one of {_DEVICES}", est.device)
     if per_depth:

@@ -53,6 +53,10 @@ class HNMFk(BaseEstimator):
         tol: relative error improvement below which HALS stops.
         stability_threshold: minimum worst-topic silhouette for a ``k`` to count as stable.
         stability_tolerance: how far below the most stable candidate a chosen ``k`` may be.
+        beta_loss: divergence of each split's final fit and of the placement of documents:
+            ``"kullback-leibler"`` (default: on TF-IDF it separates documents far better, see
+            ``evals/results/bench_hierarchy.md``) or ``"frobenius"``. The perturbed fits that choose ``k``
+            always use fast Frobenius HALS.
         max_features: vocabulary size of the TF-IDF (most frequent terms), None for all.
         min_df: minimum document frequency (int count or float fraction) of a term.
         max_df: maximum document frequency of a term (drops near-stop-words).
@@ -95,6 +99,7 @@ class HNMFk(BaseEstimator):
         tol: float = 1e-3,
         stability_threshold: float = 0.6,
         stability_tolerance: float = 0.15,
+        beta_loss: str = "kullback-leibler",
         max_features: int | None = 5000,
         min_df: int | float = 2,
         max_df: int | float = 0.5,
@@ -120,6 +125,7 @@ class HNMFk(BaseEstimator):
         self.tol = tol
         self.stability_threshold = stability_threshold
         self.stability_tolerance = stability_tolerance
+        self.beta_loss = beta_loss
         self.max_features = max_features
         self.min_df = min_df
         self.max_df = max_df
@@ -227,6 +233,7 @@ class HNMFk(BaseEstimator):
             vocabulary=vocabulary,
             idf=idf,
             tfidf=tfidf,
+            params={"beta_loss": self.beta_loss},  # routing needs the divergence the topics were fitted with
         )
         paths, memberships = skeleton.route(matrix)
         # sizes from the final placement (the same routine that predict uses)
@@ -403,6 +410,7 @@ class _TreeBuilder:
             stability_tolerance=float(est.stability_tolerance),
             rng=rng,
             ops=self.ops,
+            beta_loss=est.beta_loss,
         )
         info["candidates"] = [c.to_dict() for c in result.candidates]
         info["chosen_k"] = result.k
@@ -411,7 +419,7 @@ class _TreeBuilder:
             return stop(result.reason)
         vectors = np.zeros((result.k, self.X.shape[1]), dtype=np.float32)
         vectors[:, used] = result.components
-        vectors, assignment, merged = _assign_min_size(self.X[rows], vectors, min_size)
+        vectors, assignment, merged = _assign_min_size(self.X[rows], vectors, min_size, est.beta_loss)
         info["merged_small_topics"] = merged
         if len(vectors) < 2:
             info["chosen_k"] = 1
@@ -424,7 +432,7 @@ class _TreeBuilder:
 
 
 def _assign_min_size(
-    X: sp.csr_matrix, vectors: np.ndarray, min_size: int
+    X: sp.csr_matrix, vectors: np.ndarray, min_size: int, beta_loss: str
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Assign rows to their largest-weight topic, dropping the smallest topic while any is below ``min_size``.
 
@@ -435,7 +443,7 @@ def _assign_min_size(
     nonzero = X.getnnz(axis=1) > 0
     while True:
         k = len(vectors)
-        weights = _nmf.project(X, vectors)
+        weights = _nmf.project_weights(X, vectors, beta_loss)
         assignment = np.argmax(weights, axis=1)
         sizes = np.bincount(assignment[nonzero], minlength=k).astype(np.float64)
         # all-zero rows follow the most populous child, the rule tree.conditional_memberships applies later

@@ -129,6 +129,7 @@ def nmfk(
     rng: np.random.Generator,
     ops: _nmf._Ops,
     shared_init: bool = True,
+    beta_loss: str = "frobenius",
 ) -> NMFkResult:
     """Run NMFk on a validated non-negative CSR matrix ``X`` (n_documents, n_terms) over ``ks``.
 
@@ -184,7 +185,12 @@ def nmfk(
     # final fit on the unperturbed matrix, started from the consensus topics so it lands on the stable ones
     H0 = consensus[k]
     W0 = np.maximum(_nmf.project(X, H0, n_iter=5), 1e-6)
-    fit = _nmf.hals(X, W0, H0, max_iter=max_iter, tol=tol, ops=ops)
+    if beta_loss == "kullback-leibler":
+        # the perturbed fits (stability, choice of k) stay on fast Frobenius HALS; the final topics minimise
+        # the KL divergence, which separates documents far better on TF-IDF (PLSA-like topics)
+        fit = _nmf.kl_nmf(X, W0, H0, max_iter=max_iter, tol=tol)
+    else:
+        fit = _nmf.hals(X, W0, H0, max_iter=max_iter, tol=tol, ops=ops)
     H = _nmf.unit_rows(fit.H)
     dead = np.linalg.norm(fit.H, axis=1) <= 1e-12
     if dead.any():  # a topic that vanished in the final fit keeps its consensus direction
@@ -205,6 +211,8 @@ class NMFk(BaseEstimator):
         tol: relative error improvement below which HALS stops early.
         stability_threshold: minimum worst-topic silhouette for a ``k`` to count as stable.
         stability_tolerance: how far below the most stable candidate a ``k`` may be and still be chosen.
+        beta_loss: divergence of the final fit and of :meth:`transform`: ``"kullback-leibler"`` (default;
+            clusters text far better) or ``"frobenius"`` (HALS). The perturbed fits always use HALS.
         random_state: seed (int), ``numpy.random.Generator``/``RandomState`` or None.
         device: ``"auto"`` (CUDA through torch when available, else CPU), ``"cpu"`` or ``"cuda"``.
 
@@ -213,7 +221,8 @@ class NMFk(BaseEstimator):
         components_: array of shape (k_, n_features), unit-norm topics over the features.
         k_selection_: list of dicts, the diagnostics of every candidate ``k`` (see :class:`KCandidate`).
         selection_reason_: one line explaining the choice.
-        reconstruction_err_: relative reconstruction error of the final fit.
+        reconstruction_err_: error of the final fit: ``||X - WH||_F / ||X||_F`` (Frobenius) or the
+            divergence divided by ``sum(X)`` (Kullback-Leibler).
 
     Example:
         >>> import numpy as np
@@ -236,6 +245,7 @@ class NMFk(BaseEstimator):
         tol: float = 1e-3,
         stability_threshold: float = 0.6,
         stability_tolerance: float = 0.15,
+        beta_loss: str = "kullback-leibler",
         random_state: Any = None,
         device: str = "auto",
     ) -> None:
@@ -248,6 +258,7 @@ class NMFk(BaseEstimator):
         self.tol = tol
         self.stability_threshold = stability_threshold
         self.stability_tolerance = stability_tolerance
+        self.beta_loss = beta_loss
         self.random_state = random_state
         self.device = device
 
@@ -273,6 +284,7 @@ class NMFk(BaseEstimator):
             stability_tolerance=float(self.stability_tolerance),
             rng=rng,
             ops=ops,
+            beta_loss=self.beta_loss,
         )
         self.k_ = result.k
         if result.components is None:
@@ -294,7 +306,7 @@ class NMFk(BaseEstimator):
         X = check_matrix(X, type(self).__name__, allow_empty=True)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, but NMFk was fitted with {self.n_features_in_}.")
-        return _nmf.project(X, self.components_)
+        return _nmf.project_weights(X, self.components_, self.beta_loss)
 
     def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
         """Fit, then return the weights of ``X``."""

@@ -4,7 +4,9 @@ A :class:`Hierarchy` is self-contained: it stores the vocabulary, the idf weight
 loaded hierarchy places new texts (queries, new documents) without the estimator that built it.
 
 Placing a document: at every split, the document's TF-IDF row is projected onto the children's topic vectors
-by non-negative least squares (:func:`heal_rag.hierarchy._nmf.project`); the normalised weights are its
+with the divergence the topics were fitted with (:attr:`Hierarchy.beta_loss`): KL over L1-normalised topics
+(:func:`heal_rag.hierarchy._nmf.project_kl`, the default) or non-negative least squares
+(:func:`heal_rag.hierarchy._nmf.project`); the normalised weights are its
 conditional memberships and the largest one picks the child. Soft memberships at a level are the products of
 the conditional memberships along each root-to-topic branch, so each row sums to 1. A document without
 any vocabulary term (an all-zero row) cannot be placed by content: it follows the most populous child at every
@@ -37,7 +39,6 @@ FORMAT_NAME = "heal-rag-hierarchy"
 FORMAT_VERSION = 1
 _JSON_FILE = "hierarchy.json"
 _NPZ_FILE = "hierarchy_arrays.npz"
-_PROJECTION_ITER = 50
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,7 +143,11 @@ def is_text_input(data: Any) -> bool:
 
 # ----------------------------------------------------------------------------------------------- placement
 def conditional_memberships(
-    X: sp.csr_matrix, vectors: np.ndarray, prior: np.ndarray, n_iter: int = _PROJECTION_ITER
+    X: sp.csr_matrix,
+    vectors: np.ndarray,
+    prior: np.ndarray,
+    n_iter: int | None = None,
+    beta_loss: str = "frobenius",
 ) -> np.ndarray:
     """Conditional memberships of the rows of ``X`` over sibling topics (rows sum to 1).
 
@@ -150,13 +155,15 @@ def conditional_memberships(
         X: matrix of shape (n_documents, n_features).
         vectors: sibling topic vectors, shape (k, n_features).
         prior: sibling sizes, shape (k,); all-zero rows get ``prior / prior.sum()``.
-        n_iter: HALS sweeps of the projection.
+        n_iter: sweeps (HALS) or multiplicative updates (KL) of the projection; None for the defaults of
+            :func:`heal_rag.hierarchy._nmf.project` / :func:`heal_rag.hierarchy._nmf.project_kl`.
+        beta_loss: the divergence the topics were fitted with (``"frobenius"`` or ``"kullback-leibler"``).
 
     Returns:
         Array of shape (n_documents, k).
 
     """
-    weights = _nmf.project(X, vectors, n_iter=n_iter).astype(np.float64)
+    weights = _nmf.project_weights(X, vectors, beta_loss, n_iter=n_iter).astype(np.float64)
     total = weights.sum(axis=1, keepdims=True)
     prior = np.asarray(prior, dtype=np.float64)
     prior = prior / prior.sum() if prior.sum() > 0 else np.full(len(prior), 1.0 / len(prior))
@@ -223,6 +230,11 @@ class Hierarchy:
         self.tfidf = tfidf
         self.split_info = dict(split_info or {})
         self.params = dict(params or {})
+        if self.params.get("beta_loss", "frobenius") not in _nmf.BETA_LOSSES:
+            raise ValueError(
+                f"Hierarchy params give beta_loss={self.params['beta_loss']!r}; expected one of "
+                f"{_nmf.BETA_LOSSES}."
+            )
         self._fingerprint: str | None = None
         self._vectorizer: Any = None
 
@@ -267,6 +279,14 @@ class Hierarchy:
         return [t for t in self.topics.values() if t.is_leaf]
 
     # ------------------------------------------------------------------------------------------- placement
+    @property
+    def beta_loss(self) -> str:
+        """Divergence used to place documents: the one the topics were fitted with.
+
+        ``params["beta_loss"]``; ``"frobenius"`` for hierarchies saved before the option existed.
+        """
+        return str(self.params.get("beta_loss", "frobenius"))
+
     def vectorize(self, texts: Sequence[str]) -> sp.csr_matrix:
         """TF-IDF rows of ``texts`` in this hierarchy's vocabulary, shape (n_texts, n_features)."""
         if self.vocabulary is None or self.idf is None or self.tfidf is None:
@@ -301,7 +321,7 @@ class Hierarchy:
         for parent, ids in zip(parents, siblings, strict=True):
             vectors = np.stack([self.topics[i].vector for i in ids])
             prior = np.array([self.topics[i].size for i in ids], dtype=np.float64)
-            conditional[parent] = conditional_memberships(X, vectors, prior)
+            conditional[parent] = conditional_memberships(X, vectors, prior, beta_loss=self.beta_loss)
         # soft: products along the branches, level by level
         for j, tid in enumerate(self.root_topics):
             mass[tid] = conditional[None][:, j]
@@ -363,6 +383,8 @@ class Hierarchy:
                 "n_features": self.n_features,
                 "doc_ids": self.doc_ids,
             }
+            if self.beta_loss != "frobenius":  # placement differs; absent for Frobenius, as before the option
+                structure["beta_loss"] = self.beta_loss
             digest.update(json.dumps(structure, sort_keys=True).encode("utf-8"))
             digest.update(np.ascontiguousarray(self._vectors(), dtype="<f4").tobytes())
             digest.update(np.ascontiguousarray(self.paths, dtype="<i8").tobytes())
