@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import sys
 import time
 from importlib.metadata import version
@@ -28,21 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import RESULTS_DIR, SHARED_DATA_DIR, git_commit  # noqa: E402
 
 from heal_rag._io import atomic_write_json, atomic_write_text  # noqa: E402
 
 DATASETS = {"med": "classic_ir/med", "scifact": "scifact"}
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except Exception:
-        return "uncommitted"
 
 
 def run_retriever(retriever, queries: dict[str, str], top_k: int) -> tuple[dict, list[float]]:
@@ -62,7 +53,7 @@ def run_retriever(retriever, queries: dict[str, str], top_k: int) -> tuple[dict,
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["med", "scifact"], choices=sorted(DATASETS))
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--data-dir", type=Path, default=SHARED_DATA_DIR)
     parser.add_argument("--models", nargs="+", default=["base"], help="'base' or HEAL model directories")
     parser.add_argument("--split", default="test")
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.02, 0.05, 0.1, 0.2])
@@ -73,7 +64,7 @@ def main() -> int:
     parser.add_argument("--hnmfk-depth", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="MED with the base model only")
-    parser.add_argument("--out", type=Path, default=ROOT / "evals" / "results")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args()
     if args.quick:
         args.datasets, args.models = ["med"], ["base"]

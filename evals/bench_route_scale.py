@@ -23,28 +23,19 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import RESULTS_DIR, git_commit  # noqa: E402
 
 from heal_rag._io import atomic_write_json, atomic_write_text  # noqa: E402
 from heal_rag.integrations._faiss import TopicPartitionedIndex, import_faiss  # noqa: E402
 from heal_rag.integrations.retriever import route_topics  # noqa: E402
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except Exception:
-        return "uncommitted"
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -216,7 +207,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="100k only, 50 queries, 1 repeat")
     parser.add_argument("--tag", default="", help="suffix of the result file names (e.g. 'hard')")
-    parser.add_argument("--out", type=Path, default=ROOT / "evals" / "results")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.queries, args.repeats = [100_000], 50, 1

@@ -3,46 +3,10 @@ import json
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from _planted import FAST, SHARED, planted_corpus
 from sklearn.metrics import adjusted_rand_score
 
 from heal_rag.hierarchy import Hierarchy, HNMFk
-
-THEMES = {
-    "astro": {
-        "stars": "galaxy nebula supernova pulsar quasar redshift luminosity telescope parallax cepheid",
-        "planets": "orbit exoplanet mars jupiter saturn moon asteroid comet crater atmosphere",
-    },
-    "cook": {
-        "bake": "flour oven dough yeast bread pastry butter crust knead biscuit",
-        "grill": "barbecue charcoal steak skewer marinade smoke brisket sausage burger ribs",
-    },
-    "law": {
-        "court": "judge jury verdict appeal lawsuit plaintiff defendant testimony witness attorney",
-        "tax": "income deduction audit revenue taxpayer refund exemption levy invoice accountant",
-    },
-}
-SHARED = {
-    "astro": "space cosmic observe universe astronomer",
-    "cook": "kitchen recipe taste chef meal",
-    "law": "legal statute regulation lawyer clause",
-}
-
-
-def planted_corpus(per_leaf=25, seed=0):
-    rng = np.random.default_rng(seed)
-    texts, l0, l1 = [], [], []
-    for theme, subs in THEMES.items():
-        for sub, words in subs.items():
-            vocab_sub, vocab_theme = words.split(), SHARED[theme].split()
-            for _ in range(per_leaf):
-                tokens = list(rng.choice(vocab_sub, 4)) + list(rng.choice(vocab_theme, 7))
-                texts.append(" ".join(tokens))
-                l0.append(theme)
-                l1.append(f"{theme}/{sub}")
-    return texts, np.array(l0), np.array(l1)
-
-
-FAST = dict(n_perturbations=3, min_df=1, max_df=1.0, random_state=0, progress=False)
 
 
 @pytest.fixture(scope="module")

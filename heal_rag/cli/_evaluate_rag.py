@@ -10,17 +10,9 @@ import random
 from pathlib import Path
 from typing import Any
 
+from heal_rag.cli._common import positive_int, require_corpus_folder
+
 logger = logging.getLogger(__name__)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,20 +54,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--judge-timeout", type=float, default=120.0, help="seconds per judge metric and question"
     )
     parser.add_argument(
-        "--top-k", type=_positive_int, default=10, help="retrieved documents per question (default 10)"
+        "--top-k", type=positive_int, default=10, help="retrieved documents per question (default 10)"
     )
     parser.add_argument(
         "--generation-top-n",
-        type=_positive_int,
+        type=positive_int,
         default=3,
         help="retrieved documents the generator sees (default 3)",
     )
     parser.add_argument(
-        "--max-questions", type=_positive_int, default=None, help="a seeded sample of the questions"
+        "--max-questions", type=positive_int, default=None, help="a seeded sample of the questions"
     )
     parser.add_argument(
         "--max-docs",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="index only the relevant documents plus a seeded sample of others, this many in all (faster)",
     )
@@ -85,11 +77,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="BEIR folder whose documents are mixed in as distractors (PubMedQA-style sets)",
     )
     parser.add_argument(
-        "--n-distractors", type=_positive_int, default=None, help="how many distractors (default all)"
+        "--n-distractors", type=positive_int, default=None, help="how many distractors (default all)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of samples and statistics (default 0)")
     parser.add_argument(
-        "--resamples", type=_positive_int, default=10_000, help="bootstrap/permutation resamples"
+        "--resamples", type=positive_int, default=10_000, help="bootstrap/permutation resamples"
     )
     parser.add_argument(
         "--restart", action="store_true", help="ignore an existing checkpoint and start clean"
@@ -115,11 +107,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     from heal_rag.datasets import RetrievalDataset, load_beir
     from heal_rag.evaluation.rag import QuestionSet, load_pubmedqa_mixed
 
-    folder = Path(args.corpus)
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"CORPUS {folder} is not a folder; give a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)."
-        )
+    folder = require_corpus_folder(args.corpus)
     if _has_decisions(folder):
         dataset, questions = load_pubmedqa_mixed(
             folder,

@@ -6,21 +6,12 @@ import argparse
 import logging
 from pathlib import Path
 
+from heal_rag.cli._common import positive_int, require_corpus_folder
 from heal_rag.evaluation.metrics import DEFAULT_METRICS
 
 logger = logging.getLogger(__name__)
 
 _COLUMN_TITLES = {"ndcg@10": "nDCG@10", "recall@100": "Recall@100", "mrr@10": "MRR@10"}
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,14 +43,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--cache-dir", metavar="D", help="cache corpus embeddings here; unchanged models are not re-encoded"
     )
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=32, metavar="N", help="encoding batch size"
+        "--batch-size", type=positive_int, default=32, metavar="N", help="encoding batch size"
     )
     parser.add_argument(
-        "--max-seq-length", type=_positive_int, default=None, metavar="N", help="truncate texts to N tokens"
+        "--max-seq-length", type=positive_int, default=None, metavar="N", help="truncate texts to N tokens"
     )
     parser.add_argument(
         "--k",
-        type=_positive_int,
+        type=positive_int,
         default=100,
         metavar="N",
         help="documents retrieved per query (default 100)",
@@ -96,11 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.models and not args.bm25:
         raise CLIError("nothing to evaluate: give at least one --model DIR_OR_NAME, or --bm25.")
-    corpus = Path(args.corpus)
-    if not corpus.is_dir():
-        raise CLIError(
-            f"CORPUS {corpus} is not a folder; give a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)."
-        )
+    corpus = require_corpus_folder(args.corpus, error=CLIError)
     if args.json_out is not None and Path(args.json_out).is_dir():
         raise CLIError(
             f"--json {args.json_out} is a folder; give a file path such as {args.json_out}/metrics.json."

@@ -9,9 +9,9 @@ import argparse
 import importlib
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
+from heal_rag.cli._common import positive_int, require_corpus_folder
 from heal_rag.cli._hierarchy import add_hnmfk_arguments, hnmfk_params
 
 logger = logging.getLogger(__name__)
@@ -70,18 +70,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--llm-cache", default=None, metavar="FILE", help="JSONL cache of LLM questions")
     parser.add_argument(
-        "--questions-per-doc", type=_positive_int, default=1, metavar="N", help="LLM questions per document"
+        "--questions-per-doc", type=positive_int, default=1, metavar="N", help="LLM questions per document"
     )
     training = parser.add_argument_group("training options")
-    training.add_argument("--epochs", type=_positive_int, default=1, metavar="N", help="epochs (default: 1)")
+    training.add_argument("--epochs", type=positive_int, default=1, metavar="N", help="epochs (default: 1)")
     training.add_argument(
         "--max-steps",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="stop after N steps (overrides --epochs)",
     )
-    training.add_argument("--batch-size", type=_positive_int, default=32, metavar="N", help="batch size (32)")
+    training.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="batch size (32)")
     training.add_argument(
         "--learning-rate", type=float, default=2e-5, metavar="LR", help="learning rate (2e-5)"
     )
@@ -108,22 +108,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train on the topic levels only, without the document identity",
     )
     training.add_argument(
-        "--max-seq-length", type=_positive_int, default=256, metavar="N", help="token limit (256)"
+        "--max-seq-length", type=positive_int, default=256, metavar="N", help="token limit (256)"
     )
     training.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: automatic)")
     parser.add_argument("--overwrite", action="store_true", help="replace a model already in DIR")
     add_hnmfk_arguments(parser)  # --depth, --k-min, --k-max, --min-topic-size, --max-features, --seed
     parser.set_defaults(handler=run_finetune)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def parse_level_weights(text: str) -> str | list[float]:
@@ -166,11 +156,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     from heal_rag.datasets import available_splits, load_beir
     from heal_rag.training.engine import HEALFinetuneEngine
 
-    corpus = Path(args.corpus)
-    if not corpus.is_dir():
-        raise FileNotFoundError(
-            f"CORPUS {corpus} is not a folder; give a BEIR folder (corpus.jsonl, queries.jsonl)."
-        )
+    corpus = require_corpus_folder(args.corpus, layout="corpus.jsonl, queries.jsonl")
     if args.train_qrels and args.llm:
         raise ValueError("Give either --train-qrels or --llm, not both.")
     splits = available_splits(corpus)

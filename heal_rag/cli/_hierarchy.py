@@ -9,6 +9,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from heal_rag.cli._common import positive_int
+
 if TYPE_CHECKING:  # pragma: no cover
     from heal_rag.datasets import Document
     from heal_rag.hierarchy import Hierarchy
@@ -50,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write into DIR even when it holds files that are not a saved hierarchy",
     )
     build.add_argument(
-        "--terms", type=_positive_int, default=6, metavar="N", help="top terms to print per topic"
+        "--terms", type=positive_int, default=6, metavar="N", help="top terms to print per topic"
     )
     build.set_defaults(handler=run_build)
 
@@ -61,41 +63,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     show.add_argument("directory", metavar="DIR", help="folder written by 'heal-rag hierarchy build'")
     show.add_argument(
-        "--terms", type=_positive_int, default=6, metavar="N", help="top terms to print per topic"
+        "--terms", type=positive_int, default=6, metavar="N", help="top terms to print per topic"
     )
-    show.add_argument(
-        "--max-depth", type=_positive_int, default=None, metavar="N", help="print only N levels"
-    )
+    show.add_argument("--max-depth", type=positive_int, default=None, metavar="N", help="print only N levels")
     show.set_defaults(handler=run_show)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def add_hnmfk_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the HNMFk options shared by ``hierarchy build`` and ``demo`` (defaults: :class:`HNMFk`'s)."""
     group = parser.add_argument_group("hierarchy options (defaults: those of heal_rag.HNMFk)")
-    group.add_argument("--depth", type=_positive_int, default=None, metavar="N", help="number of levels")
+    group.add_argument("--depth", type=positive_int, default=None, metavar="N", help="number of levels")
     group.add_argument(
-        "--k-min", type=_positive_int, default=None, metavar="K", help="fewest topics per split"
+        "--k-min", type=positive_int, default=None, metavar="K", help="fewest topics per split"
     )
-    group.add_argument("--k-max", type=_positive_int, default=None, metavar="K", help="most topics per split")
+    group.add_argument("--k-max", type=positive_int, default=None, metavar="K", help="most topics per split")
     group.add_argument(
         "--min-topic-size",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="smallest topic (in documents) that is split further / kept as a child",
     )
     group.add_argument(
-        "--max-features", type=_positive_int, default=None, metavar="N", help="TF-IDF vocabulary size"
+        "--max-features", type=positive_int, default=None, metavar="N", help="TF-IDF vocabulary size"
     )
     group.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 

@@ -20,7 +20,7 @@ from sklearn.base import BaseEstimator
 
 from heal_rag.hierarchy import _nmf
 from heal_rag.hierarchy._validation import check_matrix, check_params
-from heal_rag.hierarchy.nmfk import make_rng, nmfk
+from heal_rag.hierarchy.nmfk import make_rng, nmfk, nmfk_settings
 from heal_rag.hierarchy.tree import (
     DEFAULT_TOKEN_PATTERN,
     Hierarchy,
@@ -400,17 +400,9 @@ class _TreeBuilder:
         result = nmfk(
             Xn[:, used],
             list(range(lo, k_hi + 1)),
-            n_perturbations=est.n_perturbations,
-            noise=float(est.noise),
-            bootstrap=bool(est.bootstrap),
-            max_iter=est.max_iter,
-            perturbation_max_iter=est.perturbation_max_iter,
-            tol=float(est.tol),
-            stability_threshold=float(est.stability_threshold),
-            stability_tolerance=float(est.stability_tolerance),
             rng=rng,
             ops=self.ops,
-            beta_loss=est.beta_loss,
+            **nmfk_settings(est),
         )
         info["candidates"] = [c.to_dict() for c in result.candidates]
         info["chosen_k"] = result.k

@@ -274,17 +274,9 @@ class NMFk(BaseEstimator):
         result = nmfk(
             X,
             list(range(lo, hi + 1)),
-            n_perturbations=self.n_perturbations,
-            noise=float(self.noise),
-            bootstrap=bool(self.bootstrap),
-            max_iter=self.max_iter,
-            perturbation_max_iter=self.perturbation_max_iter,
-            tol=float(self.tol),
-            stability_threshold=float(self.stability_threshold),
-            stability_tolerance=float(self.stability_tolerance),
             rng=rng,
             ops=ops,
-            beta_loss=self.beta_loss,
+            **nmfk_settings(self),
         )
         self.k_ = result.k
         if result.components is None:
@@ -311,6 +303,25 @@ class NMFk(BaseEstimator):
     def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
         """Fit, then return the weights of ``X``."""
         return self.fit(X).transform(X)
+
+
+def nmfk_settings(estimator: Any) -> dict[str, Any]:
+    """Collect the keyword arguments of :func:`nmfk` from the parameters of ``estimator`` (NMFk or HNMFk).
+
+    Both estimators pass their NMFk settings through here, so a split of HNMFk is fitted exactly as
+    :class:`NMFk` fits a matrix.
+    """
+    return {
+        "n_perturbations": estimator.n_perturbations,
+        "noise": float(estimator.noise),
+        "bootstrap": bool(estimator.bootstrap),
+        "max_iter": estimator.max_iter,
+        "perturbation_max_iter": estimator.perturbation_max_iter,
+        "tol": float(estimator.tol),
+        "stability_threshold": float(estimator.stability_threshold),
+        "stability_tolerance": float(estimator.stability_tolerance),
+        "beta_loss": estimator.beta_loss,
+    }
 
 
 def make_rng(random_state: Any) -> np.random.Generator:
