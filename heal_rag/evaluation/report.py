@@ -390,6 +390,7 @@ main{max-width:1180px;margin:0 auto;padding:28px 24px 48px}
 h1{font-size:1.6rem;margin:0 0 4px} h2{font-size:1.15rem;margin:28px 0 10px;border-bottom:1px solid #dde1e7;
 padding-bottom:4px} .sub{color:#5b6577;margin:0 0 18px}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:18px;align-items:start}
+.stack{display:grid;grid-template-columns:1fr;gap:18px}
 .card{background:#fff;border:1px solid #e2e6ec;border-radius:10px;padding:14px 16px;box-shadow:0 1px 2px
 #0000000a;
 overflow-x:auto}
@@ -454,7 +455,8 @@ def to_html(
             f"<td>{_fmt_p(c.p_wilcoxon)}</td><td>{c.n}</td></tr>"
         )
     comp.append("</tbody></table>")
-    parts.append("<div class='grid'>")
+    # full-width cards: side by side, the wide tables would hide columns behind a scrollbar
+    parts.append("<div class='stack'>")
     parts.append("<div class='card'><h2 style='margin-top:0'>Metrics</h2>" + "".join(table))
     parts.append("<p class='muted'>↑ higher is better, ↓ lower is better; best value highlighted.</p></div>")
     if result.comparisons:

@@ -1,0 +1,786 @@
+"""The end-to-end pipeline: topic hierarchy, HEAL fine-tune, base and HEAL indexes, evaluation, report.
+
+:func:`run_pipeline` is what ``heal-rag demo`` runs; it works on the bundled SciFact subset (the default), on
+a BEIR folder or on a plain ``.jsonl`` / ``.txt`` corpus, fully offline unless an LLM endpoint is given.
+
+Steps and the files they leave in ``out_dir``:
+
+1. ``hierarchy/``: the HNMFk topic tree of the corpus (:meth:`Hierarchy.save`).
+2. ``heal-model/``: the HEAL fine-tuned model directory (see :mod:`heal_rag.training.model_dir`). Training
+   queries: the judged queries of ``train_split`` when the corpus has that split, else offline
+   pseudo-queries. Evaluation questions are never trained on.
+3. the base model and the HEAL model index the corpus (FAISS, exact inner product);
+4. ``checkpoints/`` + ``report.md``, ``report.html``, ``report.json``: both configurations evaluated side by
+   side on the evaluation questions (:func:`heal_rag.evaluation.rag.evaluate_rag`,
+   :func:`heal_rag.evaluation.report.write_report`).
+5. ``pipeline.json``: the run's configuration, the key of every finished step, timings.
+
+Re-running into the same ``out_dir`` resumes: a step whose inputs (corpus, parameters, upstream steps) are
+unchanged is reused, a step whose inputs changed is redone, and everything downstream of a redone step is
+redone too, so a report never mixes results of different runs. ``restart=True`` redoes everything.
+
+Evaluation questions by corpus kind:
+
+- bundled corpus / BEIR folder with qrels ``split``: its judged queries;
+- a corpus without qrels (``.jsonl``, ``.txt``, a BEIR folder without the split): offline pseudo-queries
+  (titles, else sentences) of a held-out, seeded sample of documents. They measure how well each model finds
+  a document from its own title or sentence, an easier task than real user questions; the report says so.
+
+Example:
+    >>> from heal_rag.pipeline import run_pipeline
+    >>> result = run_pipeline(out_dir="heal_rag_out")  # doctest: +SKIP
+    >>> result.reports["html"]  # doctest: +SKIP
+    PosixPath('heal_rag_out/report.html')
+    >>> result.evaluation.summary["heal"]["ndcg@10"]  # doctest: +SKIP
+
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from heal_rag._io import atomic_write_json
+
+if TYPE_CHECKING:  # pragma: no cover
+    from heal_rag.datasets import Document, RetrievalDataset
+    from heal_rag.evaluation.rag import QuestionSet, RAGEvaluationResult
+    from heal_rag.hierarchy import Hierarchy
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PipelineResult", "run_pipeline", "DEMO_DEFAULTS", "STATE_FILE"]
+
+STATE_FILE = "pipeline.json"
+STATE_FORMAT = 1
+HIERARCHY_SUBDIR = "hierarchy"
+MODEL_SUBDIR = "heal-model"
+CHECKPOINT_SUBDIR = "checkpoints"
+REPORT_FILES = ("report.md", "report.html", "report.json")
+# everything the pipeline writes in out_dir; nothing else there is ever touched
+OWNED = (STATE_FILE, HIERARCHY_SUBDIR, MODEL_SUBDIR, CHECKPOINT_SUBDIR, *REPORT_FILES)
+
+# Settings that keep the demo within ~10 minutes on a 2-core laptop (see docs in heal_rag/cli/_demo.py).
+DEMO_DEFAULTS: dict[str, Any] = {
+    "max_steps": 20,
+    "batch_size": 32,
+    "max_seq_length": 128,
+    "local_llm_questions": 10,
+    "llm_max_new_tokens": 64,
+}
+
+# Held-out pseudo-query questions for corpora without qrels: a share of the documents, within bounds.
+_PSEUDO_EVAL_SHARE = 0.2
+_PSEUDO_EVAL_MIN = 5
+_PSEUDO_EVAL_MAX = 300
+
+
+@dataclass
+class PipelineResult:
+    """What :func:`run_pipeline` produced.
+
+    Attributes:
+        out_dir: the output folder.
+        hierarchy: the topic hierarchy of the corpus.
+        model_dir: the saved HEAL model directory.
+        evaluation: the side-by-side evaluation (``evaluation.summary[name][metric]``).
+        reports: ``{"md", "html", "json"}`` -> path of each report file.
+        timings: seconds per step (``hierarchy``, ``finetune``, ``index``, ``evaluation``, ``total``); a
+            reused step counts its (short) loading time.
+        reused: the steps taken from an earlier run in the same folder.
+        notes: what the user should know about this run (question source, skipped parts).
+
+    Example:
+        >>> result = run_pipeline(out_dir="out")  # doctest: +SKIP
+        >>> print(result.summary_table())  # doctest: +SKIP
+
+    """
+
+    out_dir: Path
+    hierarchy: Hierarchy
+    model_dir: Path
+    evaluation: RAGEvaluationResult
+    reports: dict[str, Path]
+    timings: dict[str, float]
+    reused: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def summary_table(self) -> str:
+        """Return the terminal summary table of the evaluation (means, best marked ``*``)."""
+        from heal_rag.evaluation.report import summary_table
+
+        return summary_table(self.evaluation)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# inputs
+# ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Inputs:
+    """The corpus, the evaluation questions and the training queries, resolved from the user's corpus."""
+
+    name: str
+    source: str
+    documents: list[Document]
+    eval_dataset: RetrievalDataset
+    questions: QuestionSet
+    train_queries: Any  # a RetrievalDataset split, "pseudo" or a list of TrainingPair
+    train_description: str
+    question_description: str
+    notes: list[str]
+
+
+def _hash(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
+
+
+def _corpus_fingerprint(documents: list[Document]) -> str:
+    digest = hashlib.sha256()
+    for doc in documents:
+        digest.update(doc.id.encode("utf-8") + b"\x00" + doc.full_text.encode("utf-8") + b"\x01")
+    return digest.hexdigest()[:16]
+
+
+def _resolve_inputs(
+    corpus: str | os.PathLike[str] | None,
+    split: str,
+    train_split: str | None,
+    max_questions: int | None,
+    seed: int,
+) -> _Inputs:
+    from heal_rag.datasets import (
+        RetrievalDataset,
+        available_splits,
+        demo_corpus_path,
+        load_beir,
+        load_corpus,
+    )
+    from heal_rag.evaluation.rag import QuestionSet
+
+    notes: list[str] = []
+    if corpus is None:
+        folder: Path | None = demo_corpus_path()
+        source = "bundled SciFact subset (heal_rag/data/scifact_demo, CC BY 4.0 / ODC-By 1.0)"
+    else:
+        path = Path(corpus)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"Corpus {path} does not exist. Give a BEIR folder (corpus.jsonl, queries.jsonl, qrels/), a "
+                ".jsonl(.gz) file (_id/id, title, text) or a .txt file (one document per line)."
+            )
+        folder = path if path.is_dir() else None
+        source = str(path.resolve())
+
+    splits = available_splits(folder) if folder is not None else []
+    if folder is not None and splits and split not in splits:
+        raise ValueError(
+            f"{folder} has no qrels split {split!r} to evaluate on (available: {', '.join(splits)}). "
+            "Pass split=<one of them> (CLI: --split)."
+        )
+    if folder is not None and split in splits:
+        if train_split is not None and train_split == split:
+            raise ValueError(
+                f"train_split {train_split!r} is the evaluation split: training on it would leak the "
+                "evaluation questions. Use another split, or None for offline pseudo-queries."
+            )
+        eval_dataset = load_beir(folder, split=split)
+        documents = eval_dataset.documents
+        questions = QuestionSet.from_dataset(eval_dataset, max_questions=max_questions, seed=seed)
+        question_description = f"judged queries of qrels split {split!r}"
+        if train_split is not None and train_split in splits:
+            train_queries: Any = load_beir(folder, split=train_split)
+            train_description = f"judged queries of qrels split {train_split!r}"
+        else:
+            train_queries = "pseudo"
+            train_description = "offline pseudo-queries (titles, else sentences) of the corpus"
+            if train_split is not None:
+                notes.append(
+                    f"The corpus has no qrels split {train_split!r}: HEAL trained on offline pseudo-queries."
+                )
+        return _Inputs(
+            name=eval_dataset.name,
+            source=source,
+            documents=documents,
+            eval_dataset=eval_dataset,
+            questions=questions,
+            train_queries=train_queries,
+            train_description=train_description,
+            question_description=question_description,
+            notes=notes,
+        )
+
+    # A corpus without qrels: held-out pseudo-queries are the evaluation questions.
+    from heal_rag.training.queries import make_pseudo_queries
+
+    documents = load_corpus(folder if folder is not None else corpus)  # type: ignore[arg-type]
+    if not documents:
+        raise ValueError(f"The corpus {source} has no documents.")
+    pairs = make_pseudo_queries(documents, seed=seed)
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    n_eval = min(_PSEUDO_EVAL_MAX, max(_PSEUDO_EVAL_MIN, round(_PSEUDO_EVAL_SHARE * len(pairs))))
+    if len(pairs) < n_eval + 2:
+        raise ValueError(
+            f"The corpus {source} gives only {len(pairs)} pseudo-queries (documents need a title or at least "
+            f"two sentences); the pipeline needs at least {n_eval + 2} to hold {n_eval} out for evaluation "
+            "and train on the rest. Give more documents, or a BEIR folder with qrels."
+        )
+    held_out = [pairs[i] for i in sorted(order[:n_eval])]
+    train_pairs = [pairs[i] for i in sorted(order[n_eval:])]
+    queries = {f"pseudo-{i}": p.query for i, p in enumerate(held_out)}
+    qrels = {f"pseudo-{i}": {p.doc_id: 1} for i, p in enumerate(held_out)}
+    name = (folder or Path(str(corpus))).name
+    eval_dataset = RetrievalDataset(
+        corpus={d.id: d for d in documents}, queries=queries, qrels=qrels, name=f"{name} (pseudo-queries)"
+    )
+    questions = QuestionSet.from_dataset(eval_dataset, max_questions=max_questions, seed=seed)
+    held_docs = {p.doc_id for p in held_out}
+    train_pairs = [p for p in train_pairs if p.doc_id not in held_docs]  # never train on a held-out document
+    notes.append(
+        "The corpus has no relevance judgments: the evaluation questions are offline pseudo-queries (a title "
+        "or a sentence) of held-out documents, never trained on. They measure how well each model finds a "
+        "document from its own title/sentence, an easier task than real questions; use a BEIR folder with "
+        "qrels for real figures."
+    )
+    return _Inputs(
+        name=eval_dataset.name,
+        source=source,
+        documents=documents,
+        eval_dataset=eval_dataset,
+        questions=questions,
+        train_queries=train_pairs,
+        train_description=f"offline pseudo-queries of {len(train_pairs)} non-held-out documents",
+        question_description=f"pseudo-queries of {len(held_out)} held-out documents",
+        notes=notes,
+    )
+
+
+def _resolve_llm(llm: Any, llm_model: str, max_new_tokens: int) -> tuple[Any, str]:
+    """Return (LlamaIndex LLM or None, description). Fails now, before any training time is spent."""
+    if llm is None:
+        return None, "none"
+    if isinstance(llm, str):
+        spec = llm.strip()
+        if spec.lower() == "none":
+            return None, "none"
+        if spec.lower() == "local":
+            from heal_rag.llms import default_llm
+
+            return default_llm(max_new_tokens=max_new_tokens), "local (SmolLM2-135M-Instruct, xllamacpp)"
+        if spec.startswith(("http://", "https://")):
+            from heal_rag.evaluation.rag import make_endpoint_llm
+
+            return make_endpoint_llm(spec, model=llm_model), f"{spec} ({llm_model})"
+        raise ValueError(
+            "llm must be None, 'none', 'local', an http(s) URL of an OpenAI-compatible server or a "
+            f"LlamaIndex LLM; got {llm!r}."
+        )
+    if not callable(getattr(llm, "complete", None)):
+        raise TypeError(
+            f"llm must be None, 'none', 'local', a URL or a LlamaIndex LLM; got {type(llm).__name__}."
+        )
+    model_name = getattr(getattr(llm, "metadata", None), "model_name", "") or ""
+    return llm, f"{type(llm).__name__} {model_name}".strip()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# output folder and resume state
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _prepare_out_dir(out: Path, restart: bool) -> dict[str, Any]:
+    """Check that ``out`` is ours (or empty) and return the state of an earlier run (empty when none)."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"The output path {out} is a file; give a folder.")
+    state_path = out / STATE_FILE
+    if out.is_dir() and not state_path.is_file():
+        ours = [p for p in out.iterdir() if not p.name.startswith(".")]
+        # A folder written by an older demo holds only hierarchy/ (a saved hierarchy): adopt it, rebuild.
+        legacy = (
+            len(ours) == 1 and ours[0].name == HIERARCHY_SUBDIR and (ours[0] / "hierarchy.json").is_file()
+        )
+        if ours and not legacy:
+            names = ", ".join(sorted(p.name for p in ours)[:4]) + (", ..." if len(ours) > 4 else "")
+            raise FileExistsError(
+                f"{out} is not empty ({names}) and holds no earlier heal-rag pipeline run ({STATE_FILE}); "
+                "its files are left alone. Choose a new or empty output folder."
+            )
+    state: dict[str, Any] = {}
+    if state_path.is_file() and not restart:
+        try:
+            state = json.loads(state_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            logger.warning("%s is unreadable; starting clean", state_path)
+            state = {}
+        if state.get("format") != STATE_FORMAT:
+            state = {}
+    out.mkdir(parents=True, exist_ok=True)
+    if restart:
+        _remove(out, OWNED)
+    return state
+
+
+def _remove(out: Path, names: tuple[str, ...] | list[str]) -> None:
+    for name in names:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _save_state(out: Path, state: dict[str, Any]) -> None:
+    atomic_write_json(out / STATE_FILE, state)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the run
+# ------------------------------------------------------------------------------------------------------------
+
+
+def run_pipeline(
+    corpus: str | os.PathLike[str] | None = None,
+    *,
+    out_dir: str | os.PathLike[str],
+    split: str = "test",
+    train_split: str | None = "train",
+    base_model: str | None = None,
+    llm: Any = None,
+    llm_model: str = "default",
+    llm_max_new_tokens: int = DEMO_DEFAULTS["llm_max_new_tokens"],
+    hierarchy_params: Mapping[str, Any] | None = None,
+    max_steps: int | None = DEMO_DEFAULTS["max_steps"],
+    epochs: int = 1,
+    batch_size: int = DEMO_DEFAULTS["batch_size"],
+    learning_rate: float = 2e-5,
+    max_seq_length: int = DEMO_DEFAULTS["max_seq_length"],
+    retriever: Literal["flat", "rescore", "route"] = "flat",
+    top_k: int = 10,
+    generation_top_n: int = 3,
+    max_questions: int | Literal["auto"] | None = "auto",
+    n_resamples: int = 10_000,
+    seed: int = 0,
+    device: str | None = None,
+    restart: bool = False,
+    show_progress: bool = True,
+    on_step: Callable[[str, Any], None] | None = None,
+) -> PipelineResult:
+    """Run heal-rag end to end: hierarchy, HEAL fine-tune, base vs HEAL indexes, evaluation, reports.
+
+    Args:
+        corpus: ``None`` (the bundled SciFact subset), a BEIR folder, or a ``.jsonl(.gz)`` / ``.txt`` corpus
+            (then held-out pseudo-queries are the questions; see the module docstring).
+        out_dir: output folder (created; a folder of an earlier run is resumed, see the module docstring).
+            A non-empty folder that holds no earlier run is refused, never overwritten.
+        split: qrels split of the evaluation questions.
+        train_split: qrels split of the training queries (``None`` or absent: offline pseudo-queries).
+        base_model: sentence-transformers model name or path; ``None`` is the bundled all-MiniLM-L6-v2.
+        llm: generator for the answers: ``None``/``"none"`` (retrieval metrics only), ``"local"`` (the
+            offline SmolLM2-135M, ~60 tokens/s on a laptop CPU), an ``http(s)://`` URL of an
+            OpenAI-compatible server, or any LlamaIndex LLM.
+        llm_model: model name sent to an LLM URL.
+        llm_max_new_tokens: answer length of the ``"local"`` LLM.
+        hierarchy_params: :class:`~heal_rag.hierarchy.HNMFk` parameters (default: its defaults).
+        max_steps: training steps (``None``: ``epochs`` full epochs).
+        epochs: epochs when ``max_steps`` is None.
+        batch_size: training batch size.
+        learning_rate: training learning rate.
+        max_seq_length: token limit while training and while indexing (the same for both models, so the
+            comparison is fair).
+        retriever: retriever of the HEAL configuration: ``flat`` (embedding only), ``rescore`` or ``route``
+            (hierarchy-aware, see :class:`~heal_rag.integrations.HierarchicalRetriever`). The base model is
+            always flat.
+        top_k: documents retrieved per question.
+        generation_top_n: retrieved documents the generator sees.
+        max_questions: a seeded sample of the evaluation questions; ``None`` all; ``"auto"`` all, except
+            with the local LLM, where generation costs seconds per question: then
+            ``DEMO_DEFAULTS["local_llm_questions"]``.
+        n_resamples: bootstrap / permutation resamples of the statistics.
+        seed: seed of the hierarchy, the pseudo-queries, the question sample, training and statistics.
+        device: torch device for training and embedding (``None``: automatic).
+        restart: redo every step even when an earlier run in ``out_dir`` could be reused.
+        show_progress: progress bars (``TQDM_DISABLE=1`` also hides them).
+        on_step: called as ``on_step(step, value)`` after each step: ``("hierarchy", Hierarchy)``,
+            ``("finetune", model_dir)``, ``("index", {name: index})``, ``("evaluation", result)``; the CLI
+            uses it to print as it goes.
+
+    Returns:
+        A :class:`PipelineResult`.
+
+    Raises:
+        FileNotFoundError: the corpus does not exist.
+        FileExistsError: ``out_dir`` is a file, or a non-empty folder that is not an earlier run.
+        ValueError: bad parameters, a corpus/qrels mismatch, too small a corpus, an unreachable LLM endpoint.
+        ImportError: ``llm="local"`` without the local LLM runtime (the message says what to install).
+
+    """
+    from heal_rag._models import resolve_model_name
+
+    total_start = time.perf_counter()
+    for name, value, low in (
+        ("batch_size", batch_size, 2),
+        ("max_seq_length", max_seq_length, 8),
+        ("top_k", top_k, 1),
+        ("generation_top_n", generation_top_n, 1),
+        ("epochs", epochs, 1),
+        ("n_resamples", n_resamples, 1),
+        ("llm_max_new_tokens", llm_max_new_tokens, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"The '{name}' parameter must be an integer >= {low}. Got {value!r} instead.")
+    if max_steps is not None and (
+        isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
+    ):
+        raise ValueError(f"The 'max_steps' parameter must be a positive integer or None. Got {max_steps!r}.")
+    if retriever not in ("flat", "rescore", "route"):
+        raise ValueError(f"retriever must be 'flat', 'rescore' or 'route'. Got {retriever!r} instead.")
+    if max_questions != "auto" and max_questions is not None:
+        if isinstance(max_questions, bool) or not isinstance(max_questions, int) or max_questions < 1:
+            raise ValueError(
+                f"max_questions must be a positive integer, None (all) or 'auto'. Got {max_questions!r}."
+            )
+    out = Path(out_dir)
+
+    # Everything that can fail fast does so before any training time is spent.
+    generator, llm_description = _resolve_llm(llm, llm_model, llm_max_new_tokens)
+    if max_questions == "auto":
+        local = isinstance(llm, str) and llm.strip().lower() == "local"
+        max_questions = DEMO_DEFAULTS["local_llm_questions"] if local else None
+    inputs = _resolve_inputs(corpus, split, train_split, max_questions, seed)
+    base_path = resolve_model_name(base_model)
+    state = _prepare_out_dir(out, restart)
+    show = show_progress and os.environ.get("TQDM_DISABLE") != "1"
+    notes = list(inputs.notes)
+    timings: dict[str, float] = {}
+    reused: list[str] = []
+
+    corpus_fp = _corpus_fingerprint(inputs.documents)
+    config = {
+        "corpus": inputs.source,
+        "corpus_fingerprint": corpus_fp,
+        "n_documents": len(inputs.documents),
+        "questions": inputs.question_description,
+        "n_questions": len(inputs.questions.questions),
+        "training_queries": inputs.train_description,
+        "base_model": base_model or "sentence-transformers/all-MiniLM-L6-v2 (bundled copy)",
+        "hnmfk": dict(hierarchy_params or {}),
+        "training": {
+            "max_steps": max_steps,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "learning_rate": learning_rate,
+            "max_seq_length": max_seq_length,
+        },
+        "retriever": retriever,
+        "top_k": top_k,
+        "llm": llm_description,
+        "generation_top_n": generation_top_n if generator is not None else None,
+        "seed": seed,
+    }
+    old_stages = dict(state.get("stages", {})) if state.get("config", {}).get("corpus_fingerprint") else {}
+    new_state: dict[str, Any] = {"format": STATE_FORMAT, "config": config, "stages": {}, "status": "running"}
+    _save_state(out, new_state)
+
+    # 1. topic hierarchy ----------------------------------------------------------------------------------
+    step_start = time.perf_counter()
+    hierarchy_key = _hash({"corpus": corpus_fp, "params": config["hnmfk"], "seed": seed})
+    hierarchy = None
+    if old_stages.get("hierarchy") == hierarchy_key:
+        hierarchy = _load_hierarchy(out / HIERARCHY_SUBDIR, inputs.documents)
+        if hierarchy is not None:
+            reused.append("hierarchy")
+            logger.info("Step 1/4: reusing the topic hierarchy in %s", out / HIERARCHY_SUBDIR)
+    rebuilt = hierarchy is None
+    if hierarchy is None:
+        _remove(out, [HIERARCHY_SUBDIR, MODEL_SUBDIR, CHECKPOINT_SUBDIR, *REPORT_FILES])
+        logger.info("Step 1/4: building the topic hierarchy of %d documents (HNMFk)", len(inputs.documents))
+        hierarchy = _build_hierarchy(inputs.documents, dict(hierarchy_params or {}), seed, show)
+        hierarchy.save(out / HIERARCHY_SUBDIR)
+    new_state["stages"]["hierarchy"] = hierarchy_key
+    new_state["hierarchy_fingerprint"] = hierarchy.fingerprint
+    _save_state(out, new_state)
+    timings["hierarchy"] = round(time.perf_counter() - step_start, 2)
+    if on_step is not None:
+        on_step("hierarchy", hierarchy)
+
+    # 2. HEAL fine-tune ---------------------------------------------------------------------------------
+    step_start = time.perf_counter()
+    model_dir = out / MODEL_SUBDIR
+    model_key = _hash(
+        {
+            "hierarchy": hierarchy_key,
+            "tree": hierarchy.fingerprint,
+            "base_model": base_path,
+            "training": config["training"],
+            "queries": _training_fingerprint(inputs.train_queries),
+            "eval_questions": inputs.questions.fingerprint,
+            "seed": seed,
+        }
+    )
+    from heal_rag.training.model_dir import is_heal_model_dir
+
+    if not rebuilt and old_stages.get("finetune") == model_key and is_heal_model_dir(model_dir):
+        reused.append("finetune")
+        logger.info("Step 2/4: reusing the HEAL model in %s", model_dir)
+    else:
+        rebuilt = True
+        _remove(out, [MODEL_SUBDIR, CHECKPOINT_SUBDIR, *REPORT_FILES])
+        logger.info(
+            "Step 2/4: HEAL fine-tune of %s on %s (%s steps, batch %d, %d tokens)",
+            base_model or "all-MiniLM-L6-v2",
+            inputs.train_description,
+            max_steps if max_steps is not None else f"{epochs} epoch(s) of",
+            batch_size,
+            max_seq_length,
+        )
+        _finetune(
+            inputs,
+            hierarchy,
+            model_dir,
+            base_model=base_model,
+            max_steps=max_steps,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            max_seq_length=max_seq_length,
+            seed=seed,
+            device=device,
+            show_progress=show,
+        )
+    new_state["stages"]["finetune"] = model_key
+    _save_state(out, new_state)
+    timings["finetune"] = round(time.perf_counter() - step_start, 2)
+    if on_step is not None:
+        on_step("finetune", model_dir)
+
+    # 3. index with both models -------------------------------------------------------------------------
+    step_start = time.perf_counter()
+    logger.info("Step 3/4: indexing %d documents with the base and the HEAL model", len(inputs.documents))
+    configurations, indexes = _configurations(
+        inputs,
+        base_path,
+        model_dir,
+        hierarchy,
+        base_model=base_model,
+        retriever=retriever,
+        top_k=top_k,
+        max_seq_length=max_seq_length,
+        generator=generator,
+        generation_top_n=generation_top_n,
+        device=device,
+        show_progress=show,
+    )
+    timings["index"] = round(time.perf_counter() - step_start, 2)
+    if on_step is not None:
+        on_step("index", indexes)
+
+    # 4. evaluate and report ----------------------------------------------------------------------------
+    from heal_rag.evaluation.rag import evaluate_rag
+    from heal_rag.evaluation.report import write_report
+
+    step_start = time.perf_counter()
+    if rebuilt:
+        _remove(out, [CHECKPOINT_SUBDIR, *REPORT_FILES])
+    logger.info(
+        "Step 4/4: evaluating %s on %d questions%s",
+        " vs ".join(c.name for c in configurations),
+        len(inputs.questions.questions),
+        f" with generation by {llm_description}" if generator is not None else "",
+    )
+    evaluation = evaluate_rag(
+        configurations,
+        inputs.questions,
+        k=top_k,
+        out_dir=out,
+        resume=not restart,
+        n_resamples=n_resamples,
+        seed=seed,
+        extra_config={
+            "pipeline": {k: v for k, v in config.items() if k not in {"questions", "n_questions"}},
+            "question_source": inputs.question_description,
+            "hierarchy_key": hierarchy_key,
+            "model_key": model_key,
+        },
+        show_progress=show,
+    )
+    evaluation.notes[:0] = notes
+    reports = write_report(evaluation, out, hierarchy=hierarchy)
+    timings["evaluation"] = round(time.perf_counter() - step_start, 2)
+    timings["total"] = round(time.perf_counter() - total_start, 2)
+    if on_step is not None:
+        on_step("evaluation", evaluation)
+    new_state.update({"status": "done", "timings": timings, "reused": reused})
+    _save_state(out, new_state)
+    return PipelineResult(
+        out_dir=out,
+        hierarchy=hierarchy,
+        model_dir=model_dir,
+        evaluation=evaluation,
+        reports=reports,
+        timings=timings,
+        reused=reused,
+        notes=list(evaluation.notes),
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# steps
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _load_hierarchy(folder: Path, documents: list[Document]) -> Hierarchy | None:
+    from heal_rag.hierarchy import Hierarchy
+
+    try:
+        hierarchy = Hierarchy.load(folder)
+    except (OSError, ValueError) as error:
+        logger.info("cannot reuse the hierarchy in %s (%s); rebuilding", folder, error)
+        return None
+    if [str(i) for i in hierarchy.doc_ids] != [d.id for d in documents]:
+        logger.info("the hierarchy in %s covers other documents; rebuilding", folder)
+        return None
+    return hierarchy
+
+
+def _build_hierarchy(documents: list[Document], params: dict[str, Any], seed: int, show: bool) -> Hierarchy:
+    from heal_rag.hierarchy import HNMFk
+
+    params.setdefault("random_state", seed)
+    try:
+        estimator = HNMFk(**params)
+    except TypeError as error:
+        raise ValueError(f"Invalid HNMFk parameters {params!r}: {error}") from error
+    if "progress" in estimator.get_params():
+        estimator.set_params(progress=show)
+    # the estimator's warnings (e.g. "did not split") become log lines, not source excerpts on stderr
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        estimator.fit([d.full_text for d in documents], doc_ids=[d.id for d in documents])
+    for warning in caught:
+        logger.warning("%s", warning.message)
+    return estimator.hierarchy_
+
+
+def _training_fingerprint(train_queries: Any) -> str:
+    if isinstance(train_queries, str):
+        return train_queries
+    if hasattr(train_queries, "qrels"):
+        return _hash([train_queries.queries, train_queries.qrels])
+    return _hash([(p.query, p.doc_id, p.source, p.positive) for p in train_queries])
+
+
+def _finetune(
+    inputs: _Inputs,
+    hierarchy: Hierarchy,
+    model_dir: Path,
+    *,
+    base_model: str | None,
+    max_steps: int | None,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    max_seq_length: int,
+    seed: int,
+    device: str | None,
+    show_progress: bool,
+) -> None:
+    from heal_rag.datasets import Document
+    from heal_rag.training.engine import HEALFinetuneEngine
+
+    # Copies: the engine writes topic paths into the documents' metadata; the indexed nodes get theirs
+    # from the hierarchy, and the caller's documents stay untouched.
+    documents = [
+        Document(id=d.id, text=d.text, title=d.title, metadata=dict(d.metadata)) for d in inputs.documents
+    ]
+    engine = HEALFinetuneEngine(
+        documents,
+        base_model=base_model,
+        output_dir=model_dir,
+        hierarchy=hierarchy,
+        queries=inputs.train_queries,
+        eval_queries=inputs.questions.questions,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        max_steps=max_steps,
+        max_seq_length=max_seq_length,
+        seed=seed,
+        device=device,
+        show_progress=show_progress,
+    )
+    engine.finetune()
+    metrics = engine.metrics_ or {}
+    logger.info(
+        "fine-tuned on %s pairs: %s steps in %s s, final loss %.4f",
+        metrics.get("n_pairs"),
+        metrics.get("steps"),
+        metrics.get("training_wall_time_s"),
+        metrics.get("train_loss", float("nan")),
+    )
+
+
+def _configurations(
+    inputs: _Inputs,
+    base_path: str,
+    model_dir: Path,
+    hierarchy: Hierarchy,
+    *,
+    base_model: str | None,
+    retriever: str,
+    top_k: int,
+    max_seq_length: int,
+    generator: Any,
+    generation_top_n: int,
+    device: str | None,
+    show_progress: bool,
+) -> tuple[list[Any], dict[str, Any]]:
+    from heal_rag.evaluation.rag import RAGConfiguration
+    from heal_rag.integrations import HEALEmbedding, HierarchicalRetriever, build_faiss_index
+
+    configurations = []
+    indexes: dict[str, Any] = {}
+    heal_name = "heal" if retriever == "flat" else f"heal-{retriever}"
+    base_name = base_model or "all-MiniLM-L6-v2 (bundled copy)"
+    for name, path in (("base", base_path), (heal_name, str(model_dir))):
+        embed = HEALEmbedding.from_pretrained(path, max_length=max_seq_length, device=device)
+        is_heal = path == str(model_dir)
+        mode = retriever if is_heal else "flat"
+        index = build_faiss_index(
+            inputs.eval_dataset.to_nodes(),
+            embed,
+            hierarchy=hierarchy if mode == "route" else None,
+            show_progress=show_progress,
+        )
+        if mode == "flat":
+            component: Any = index.as_retriever(similarity_top_k=top_k)
+        else:
+            component = HierarchicalRetriever(index, hierarchy=hierarchy, mode=mode, similarity_top_k=top_k)
+        indexes[name] = index
+        configurations.append(
+            RAGConfiguration(
+                name,
+                retriever=component,
+                llm=generator,
+                generation_top_n=generation_top_n,
+                description={
+                    "model": f"HEAL fine-tune of {base_name}" if is_heal else base_name,
+                    "weights": embed.weights_fingerprint,
+                    "retriever": mode,
+                    "max_length": max_seq_length,
+                    "hierarchy": hierarchy.fingerprint if is_heal else None,
+                },
+            )
+        )
+    return configurations, indexes
