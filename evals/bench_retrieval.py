@@ -47,10 +47,11 @@ logger = logging.getLogger("bench_retrieval")
 DATASETS = {
     "scifact": SHARED_DATA_DIR / "scifact",
     "med": SHARED_DATA_DIR / "classic_ir" / "med",
+    "demo": None,  # the bundled SciFact subset (heal_rag.datasets.demo_corpus_path())
 }
 REGIMES = ("supervised", "unsupervised")
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
-ABLATIONS = ("lambda", "temperature", "levels", "doc-level", "contrast")
+ABLATIONS = ("lambda", "temperature", "levels", "doc-level", "contrast", "sampler")
 
 
 @dataclass
@@ -125,7 +126,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=ABLATIONS,
         default=[],
         help="lambda: coarse-heavy and uniform λ; temperature: --ablate-temperatures; levels: 1/2/3 levels; "
-        "doc-level: without the document level; contrast: supcon and graded",
+        "doc-level: without the document level; contrast: supcon and graded; sampler: HEAL batches with "
+        "the topic levels weighted 0",
     )
     ablation.add_argument(
         "--ablate-temperatures", default="0.02,0.1", help="τ values for the temperature ablation"
@@ -211,6 +213,14 @@ def make_variants(args: argparse.Namespace) -> list[Variant]:
     if "contrast" in args.ablate:
         for contrast in ("supcon", "graded"):
             add(f"heal[contrast={contrast}]", f"{contrast} contrast per level", contrast=contrast)
+    if "sampler" in args.ablate:
+        # the HEAL batch sampler with every topic level weighted 0: only the batch composition differs
+        # from flat, which separates the sampler's effect from the topic-level loss terms
+        add(
+            "heal[sampler-only]",
+            "HEAL batches, document level only",
+            level_weights=[0.0] * args.depth + [1.0],
+        )
     if "doc-level" in args.ablate:
         add("heal[no-doc]", "topic levels only, without the document level", use_document_level=False)
     return variants
@@ -232,10 +242,10 @@ def _cap_queries(dataset: Any, cap: int | None, seed: int) -> Any:
 
 def load_data(name: str, args: argparse.Namespace) -> tuple[Any, Any | None, dict[str, Any]]:
     """(test dataset, train dataset or None, notes), both over the same (possibly capped) corpus."""
-    from heal_rag.datasets import RetrievalDataset, available_splits, load_beir
+    from heal_rag.datasets import RetrievalDataset, available_splits, demo_corpus_path, load_beir
 
-    folder = DATASETS[name]
-    if not (folder / "corpus.jsonl").is_file():
+    folder = DATASETS[name] or demo_corpus_path()
+    if not any((folder / f).is_file() for f in ("corpus.jsonl", "corpus.jsonl.gz")):
         raise SystemExit(f"{name}: no BEIR folder at {folder} (the benchmark data lives in ../shared/data).")
     test = _cap_queries(load_beir(folder, split="test", name=name), args.max_test_queries, args.seed)
     train = None
