@@ -60,7 +60,7 @@ class Variant:
 
     name: str
     use_hierarchy: bool
-    level_weights: str | list[float] = "fine-heavy"
+    level_weights: str | list[float] = "document-heavy"
     temperature: float = 0.05
     contrast: str = "graded"
     depth: int = 2
@@ -102,7 +102,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     training.add_argument("--device", default=None, help="cpu, cuda, ... (default: automatic)")
     heal = parser.add_argument_group("HEAL settings (the main HEAL configuration)")
     heal.add_argument(
-        "--level-weights", default="fine-heavy", help="fine-heavy, coarse-heavy, uniform or w1,w2,..."
+        "--level-weights",
+        default="document-heavy",
+        help="document-heavy, fine-heavy, coarse-heavy, uniform or w1,w2,...",
     )
     heal.add_argument("--temperature", type=float, default=0.05, help="τ (also used by the flat loss)")
     heal.add_argument(
@@ -199,7 +201,7 @@ def make_variants(args: argparse.Namespace) -> list[Variant]:
         variants.append(Variant(name, use_hierarchy=True, description=description, **settings))
 
     if "lambda" in args.ablate:
-        for preset in ("fine-heavy", "coarse-heavy", "uniform"):
+        for preset in ("document-heavy", "fine-heavy", "coarse-heavy", "uniform"):
             add(f"heal[λ={preset}]", f"λ preset {preset}", level_weights=preset)
     if "temperature" in args.ablate:
         for text in args.ablate_temperatures.split(","):
@@ -208,7 +210,7 @@ def make_variants(args: argparse.Namespace) -> list[Variant]:
     if "levels" in args.ablate:
         for depth in (1, 2, 3):
             # a λ vector is tied to the number of levels; ablate depth with the preset of the main run
-            preset = weights if isinstance(weights, str) else "fine-heavy"
+            preset = weights if isinstance(weights, str) else "document-heavy"
             add(f"heal[levels={depth}]", f"{depth} topic level(s)", depth=depth, level_weights=preset)
     if "contrast" in args.ablate:
         for contrast in ("supcon", "graded"):

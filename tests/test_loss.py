@@ -214,6 +214,8 @@ def test_presets():
     assert preset_level_weights("fine-heavy", 3) == pytest.approx([2 ** (1 / 3), 2**0.5, 2.0])
     assert preset_level_weights("coarse-heavy", 3) == pytest.approx([2.0, 2**0.5, 2 ** (1 / 3)])
     assert preset_level_weights("uniform", 2) == [1.0, 1.0]
+    assert preset_level_weights("document-heavy", 3) == pytest.approx([0.05, 0.1, 1.0])
+    assert preset_level_weights("document-heavy", 1) == [1.0]
     with pytest.raises(ValueError, match="preset must be one of"):
         preset_level_weights("deep", 2)
 

@@ -97,9 +97,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     training.add_argument(
         "--level-weights",
-        default="fine-heavy",
+        default="document-heavy",
         metavar="PRESET|W,...",
-        help="λ per level: fine-heavy (default), coarse-heavy, uniform, or comma-separated floats (topic "
+        help="λ per level: document-heavy (default), fine-heavy, coarse-heavy, uniform, or comma-separated "
+        "floats (topic "
         "levels coarse to fine, then the document level)",
     )
     training.add_argument(
@@ -118,13 +119,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def parse_level_weights(text: str) -> str | list[float]:
     """Parse --level-weights: a preset name, or comma-separated floats."""
-    if text in {"fine-heavy", "coarse-heavy", "uniform"}:
+    if text in {"document-heavy", "fine-heavy", "coarse-heavy", "uniform"}:
         return text
     try:
         return [float(part) for part in text.split(",")]
     except ValueError:
         raise ValueError(
-            "--level-weights must be fine-heavy, coarse-heavy, uniform or comma-separated numbers; got "
+            "--level-weights must be document-heavy, fine-heavy, coarse-heavy, uniform or comma-separated "
+            "numbers; got "
             f"{text!r}."
         ) from None
 

@@ -134,7 +134,8 @@ class HEALFinetuneEngine:
         contrast: what a positive is contrasted with at each level: ``"supcon"`` (every document of the
             batch) or ``"graded"`` (only the negatives of that level); see
             :func:`~heal_rag.training.loss.heal_loss`.
-        level_weights: λ per level: ``"fine-heavy"``, ``"coarse-heavy"``, ``"uniform"`` or one float per
+        level_weights: λ per level: ``"document-heavy"`` (default), ``"fine-heavy"``, ``"coarse-heavy"``,
+            ``"uniform"`` or one float per
             level (topic levels coarse to fine, then the document level).
         use_document_level: keep the document identity as the finest level (the HEAL default).
         max_seq_length: token limit of the model while training (and after).
@@ -185,7 +186,7 @@ class HEALFinetuneEngine:
         warmup_ratio: float = 0.1,
         temperature: float = 0.05,
         contrast: Literal["supcon", "graded"] = "graded",
-        level_weights: str | Sequence[float] = "fine-heavy",
+        level_weights: str | Sequence[float] = "document-heavy",
         use_document_level: bool = True,
         max_steps: int | None = None,
         max_seq_length: int = 256,

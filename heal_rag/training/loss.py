@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 logger = logging.getLogger(__name__)
 
-LEVEL_WEIGHT_PRESETS = ("fine-heavy", "coarse-heavy", "uniform")
+LEVEL_WEIGHT_PRESETS = ("document-heavy", "fine-heavy", "coarse-heavy", "uniform")
 CONTRAST_MODES = ("supcon", "graded")
 
 
@@ -34,7 +34,12 @@ def preset_level_weights(preset: str, n_levels: int) -> list[float]:
     """Depth penalties λ_l for ``n_levels`` levels indexed 0 (coarsest) .. ``n_levels - 1`` (finest).
 
     Args:
-        preset: ``"fine-heavy"``: ``λ_l = 2 ** (1 / (T - l))``, so the finest level (the document) weighs 2
+        preset: ``"document-heavy"`` (the default of :class:`HEALLoss`): the finest level (the document)
+            weighs 1 and topic level ``l`` weighs ``0.1 * 2 ** -(T - 2 - l)``, e.g. ``[0.05, 0.1, 1]`` for two
+            topic levels: the topic terms shape the space without overriding the document ranking
+            (topic weights comparable to the document's lowered retrieval quality in
+            evals/results/bench_retrieval.*);
+            ``"fine-heavy"``: ``λ_l = 2 ** (1 / (T - l))``, so the finest level (the document) weighs 2
             and the coarsest ``2 ** (1 / T)`` (the hierarchical-penalty convention of Zhang et al., CVPR
             2022); ``"coarse-heavy"``: the same values in reverse order, ``λ_l = 2 ** (1 / (l + 1))``;
             ``"uniform"``: all ones.
@@ -50,6 +55,8 @@ def preset_level_weights(preset: str, n_levels: int) -> list[float]:
     """
     if not isinstance(n_levels, int) or n_levels < 1:
         raise ValueError(f"n_levels must be a positive integer. Got {n_levels!r} instead.")
+    if preset == "document-heavy":
+        return [0.1 * 2.0 ** -(n_levels - 2 - level) for level in range(n_levels - 1)] + [1.0]
     if preset == "fine-heavy":
         return [2.0 ** (1.0 / (n_levels - level)) for level in range(n_levels)]
     if preset == "coarse-heavy":
@@ -270,7 +277,8 @@ class HEALLoss(nn.Module):
 
     Args:
         model: The SentenceTransformer model to train.
-        level_weights: Depth penalties λ_l: a preset (``"fine-heavy"`` (default), ``"coarse-heavy"``,
+        level_weights: Depth penalties λ_l: a preset (``"document-heavy"`` (default), ``"fine-heavy"``,
+            ``"coarse-heavy"``,
             ``"uniform"``; see :func:`preset_level_weights`) or one non-negative float per active level,
             coarse to fine (the document level last).
         temperature: Softmax temperature τ > 0 (``scale = 1 / τ``); 0.05 matches MNRL's default scale of 20.
@@ -330,7 +338,7 @@ class HEALLoss(nn.Module):
                 "positive": ["ACE inhibitors reduce ...", "Nickel superalloys keep ..."],
                 "label": [[0, 2, 0], [1, 5, 1]],  # level-0 topic, level-1 topic, document id
             })
-            loss = HEALLoss(model, level_weights="fine-heavy", temperature=0.05)
+            loss = HEALLoss(model, level_weights="document-heavy", temperature=0.05)
             args = SentenceTransformerTrainingArguments(
                 output_dir="out", per_device_train_batch_size=32, batch_sampler=heal_batch_sampler(),
             )
@@ -344,7 +352,7 @@ class HEALLoss(nn.Module):
     def __init__(
         self,
         model: nn.Module,
-        level_weights: str | Sequence[float] = "fine-heavy",
+        level_weights: str | Sequence[float] = "document-heavy",
         temperature: float = 0.05,
         use_hierarchy: bool = True,
         use_document_level: bool = True,
