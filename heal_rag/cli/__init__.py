@@ -47,7 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # heal-rag's own progress at INFO; other libraries (faiss, sentence-transformers, ...) only say
+    # warnings unless -vv asks for everything.
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose > 1 else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("heal_rag").setLevel(level)
     if args.quiet:
         import os
 
