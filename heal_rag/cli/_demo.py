@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from heal_rag.cli._common import positive_int
 from heal_rag.cli._hierarchy import add_hnmfk_arguments, hnmfk_params
 
 logger = logging.getLogger(__name__)
@@ -25,20 +26,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_OUT = "heal_rag_out"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def _questions(text: str) -> int | str | None:
     if text in {"auto", "all"}:
         return None if text == "all" else "auto"
-    return _positive_int(text)
+    return positive_int(text)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -88,21 +79,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     training = parser.add_argument_group("fine-tuning options")
     training.add_argument(
         "--max-steps",
-        type=_positive_int,
+        type=positive_int,
         default=DEMO_DEFAULTS["max_steps"],
         metavar="N",
         help=f"training steps (default {DEMO_DEFAULTS['max_steps']}: a brief fine-tune)",
     )
     training.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=DEMO_DEFAULTS["batch_size"],
         metavar="N",
         help=f"batch size ({DEMO_DEFAULTS['batch_size']})",
     )
     training.add_argument(
         "--max-seq-length",
-        type=_positive_int,
+        type=positive_int,
         default=DEMO_DEFAULTS["max_seq_length"],
         metavar="N",
         help=f"token limit for training and indexing, both models ({DEMO_DEFAULTS['max_seq_length']})",
@@ -117,7 +108,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="retriever of the HEAL model (the base model is always flat); default flat",
     )
     evaluation.add_argument(
-        "--top-k", type=_positive_int, default=10, metavar="K", help="documents per question (10)"
+        "--top-k", type=positive_int, default=10, metavar="K", help="documents per question (10)"
     )
     evaluation.add_argument(
         "--max-questions",
@@ -128,13 +119,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"{DEMO_DEFAULTS['local_llm_questions']} with --llm local",
     )
     evaluation.add_argument(
-        "--resamples", type=_positive_int, default=10_000, metavar="N", help="bootstrap/permutation resamples"
+        "--resamples", type=positive_int, default=10_000, metavar="N", help="bootstrap/permutation resamples"
     )
     parser.add_argument(
         "--restart", action="store_true", help="redo every step instead of reusing an earlier run in DIR"
     )
     parser.add_argument(
-        "--terms", type=_positive_int, default=6, metavar="N", help="top terms per topic shown"
+        "--terms", type=positive_int, default=6, metavar="N", help="top terms per topic shown"
     )
     add_hnmfk_arguments(parser)  # --depth, --k-min, --k-max, --min-topic-size, --max-features, --seed
     parser.set_defaults(handler=run_demo)
