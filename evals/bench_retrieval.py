@@ -42,6 +42,8 @@ from _common import (  # noqa: E402
     write_results,
 )
 
+from heal_rag._loss_options import CONTRAST_MODES, LEVEL_WEIGHT_PRESETS  # noqa: E402
+
 logger = logging.getLogger("bench_retrieval")
 
 DATASETS = {
@@ -107,9 +109,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="document-heavy, fine-heavy, coarse-heavy, uniform or w1,w2,...",
     )
     heal.add_argument("--temperature", type=float, default=0.05, help="τ (also used by the flat loss)")
-    heal.add_argument(
-        "--contrast", choices=("supcon", "graded"), default="graded", help="HEAL contrast per level"
-    )
+    heal.add_argument("--contrast", choices=CONTRAST_MODES, default="graded", help="HEAL contrast per level")
     heal.add_argument("--depth", type=int, default=2, help="topic levels of the HNMFk hierarchy")
     heal.add_argument(
         "--no-document-level", action="store_true", help="HEAL without the document-identity level"
@@ -201,7 +201,7 @@ def make_variants(args: argparse.Namespace) -> list[Variant]:
         variants.append(Variant(name, use_hierarchy=True, description=description, **settings))
 
     if "lambda" in args.ablate:
-        for preset in ("document-heavy", "fine-heavy", "coarse-heavy", "uniform"):
+        for preset in LEVEL_WEIGHT_PRESETS:
             add(f"heal[λ={preset}]", f"λ preset {preset}", level_weights=preset)
     if "temperature" in args.ablate:
         for text in args.ablate_temperatures.split(","):
@@ -213,7 +213,7 @@ def make_variants(args: argparse.Namespace) -> list[Variant]:
             preset = weights if isinstance(weights, str) else "document-heavy"
             add(f"heal[levels={depth}]", f"{depth} topic level(s)", depth=depth, level_weights=preset)
     if "contrast" in args.ablate:
-        for contrast in ("supcon", "graded"):
+        for contrast in CONTRAST_MODES:
             add(f"heal[contrast={contrast}]", f"{contrast} contrast per level", contrast=contrast)
     if "sampler" in args.ablate:
         # the HEAL batch sampler with every topic level weighted 0: only the batch composition differs

@@ -11,6 +11,7 @@ import logging
 import sys
 from typing import Any
 
+from heal_rag._loss_options import CONTRAST_MODES, LEVEL_WEIGHT_PRESETS
 from heal_rag.cli._common import positive_int, require_corpus_folder
 from heal_rag.cli._hierarchy import add_hnmfk_arguments, hnmfk_params
 
@@ -90,7 +91,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     training.add_argument(
         "--contrast",
-        choices=("supcon", "graded"),
+        choices=CONTRAST_MODES,
         default="graded",
         help="what a positive is contrasted with per level: only that level's negatives (graded, default) "
         "or every document of the batch (supcon)",
@@ -119,7 +120,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def parse_level_weights(text: str) -> str | list[float]:
     """Parse --level-weights: a preset name, or comma-separated floats."""
-    if text in {"document-heavy", "fine-heavy", "coarse-heavy", "uniform"}:
+    if text in LEVEL_WEIGHT_PRESETS:
         return text
     try:
         return [float(part) for part in text.split(",")]

@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from heal_rag._loss_options import check_contrast
 from heal_rag._models import resolve_model_name
 from heal_rag._version import __version__
 from heal_rag.training.model_dir import check_output_dir, save_model_dir
@@ -261,10 +262,7 @@ class HEALFinetuneEngine:
         self.learning_rate = float(learning_rate)
         self.warmup_ratio = float(warmup_ratio)
         self.temperature = float(temperature)
-        if contrast not in ("supcon", "graded"):
-            raise ValueError(
-                f"The 'contrast' parameter must be 'supcon' or 'graded'. Got {contrast!r} instead."
-            )
+        check_contrast(contrast)
         self.contrast = contrast
         self.level_weights = (
             level_weights if isinstance(level_weights, str) else [float(w) for w in level_weights]

@@ -24,10 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-logger = logging.getLogger(__name__)
+from heal_rag._loss_options import LEVEL_WEIGHT_PRESETS, check_contrast
 
-LEVEL_WEIGHT_PRESETS = ("document-heavy", "fine-heavy", "coarse-heavy", "uniform")
-CONTRAST_MODES = ("supcon", "graded")
+logger = logging.getLogger(__name__)
 
 
 def preset_level_weights(preset: str, n_levels: int) -> list[float]:
@@ -176,7 +175,7 @@ def heal_loss(
         )
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a positive number. Got {temperature!r} instead.")
-    _check_contrast(contrast)
+    check_contrast(contrast)
     n_levels = labels.shape[1]
     device = query_emb.device
     if level_weights is None:
@@ -234,13 +233,6 @@ def _check_confidence(confidence: Tensor, batch: int, n_levels: int, device: tor
     if not torch.isfinite(conf).all() or (conf < 0).any() or (conf > 1).any():
         raise ValueError("confidence values must lie in [0, 1].")
     return conf.T
-
-
-def _check_contrast(contrast: str) -> None:
-    if contrast not in CONTRAST_MODES:
-        raise ValueError(
-            f"The 'contrast' parameter must be one of {CONTRAST_MODES}. Got {contrast!r} instead."
-        )
 
 
 def _directional_terms(
@@ -362,7 +354,7 @@ class HEALLoss(nn.Module):
         contrast: str = "graded",
     ) -> None:
         super().__init__()
-        _check_contrast(contrast)
+        check_contrast(contrast)
         if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
             raise ValueError(
                 f"The 'temperature' parameter of HEALLoss must be > 0. Got {temperature!r} instead."
