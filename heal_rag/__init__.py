@@ -38,6 +38,7 @@ _EXPORTS: dict[str, str] = {
     # LlamaIndex
     "HEALEmbedding": "heal_rag.integrations",
     "HierarchicalRetriever": "heal_rag.integrations",
+    "hybrid_retriever": "heal_rag.integrations",
     "save_heal_index": "heal_rag.integrations",
     "load_heal_index": "heal_rag.integrations",
     # end to end
@@ -50,7 +51,13 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from heal_rag.datasets import Document, RetrievalDataset, load_beir, load_corpus, load_demo_dataset
     from heal_rag.hierarchy import Hierarchy, HNMFk, NMFk, Topic
-    from heal_rag.integrations import HEALEmbedding, HierarchicalRetriever, load_heal_index, save_heal_index
+    from heal_rag.integrations import (
+        HEALEmbedding,
+        HierarchicalRetriever,
+        hybrid_retriever,
+        load_heal_index,
+        save_heal_index,
+    )
     from heal_rag.pipeline import PipelineResult, run_pipeline
     from heal_rag.training import (
         HEALFinetuneEngine,

@@ -1,4 +1,4 @@
-"""The end-to-end pipeline: topic hierarchy, HEAL fine-tune, base and HEAL indexes, evaluation, report.
+"""The end-to-end pipeline: topic hierarchy, HEAL and flat fine-tunes, indexes, evaluation, report.
 
 :func:`run_pipeline` is what ``heal-rag demo`` runs; it works on the bundled SciFact subset (the default), on
 a BEIR folder or on a plain ``.jsonl`` / ``.txt`` corpus, fully offline unless an LLM endpoint is given.
@@ -9,11 +9,15 @@ Steps and the files they leave in ``out_dir``:
 2. ``heal-model/``: the HEAL fine-tuned model directory (see :mod:`heal_rag.training.model_dir`). Training
    queries: the judged queries of ``train_split`` when the corpus has that split, else offline
    pseudo-queries. Evaluation questions are never trained on.
-3. the base model and the HEAL model index the corpus (FAISS, exact inner product);
-4. ``checkpoints/`` + ``report.md``, ``report.html``, ``report.json``: both configurations evaluated side by
-   side on the evaluation questions (:func:`heal_rag.evaluation.rag.evaluate_rag`,
-   :func:`heal_rag.evaluation.report.write_report`).
-5. ``pipeline.json``: the run's configuration, the key of every finished step, timings.
+3. ``flat-model/``: the flat fine-tune, the baseline a user would otherwise train: the same pairs, steps,
+   batch size, learning rate and seed, without the hierarchy (``heal-rag finetune --no-hierarchy``).
+4. BM25 and the base, flat and HEAL models index the corpus (FAISS, exact inner product), and each dense
+   model is also fused with BM25 (:func:`heal_rag.integrations.hybrid.hybrid_retriever`).
+5. ``checkpoints/`` + ``report.md``, ``report.html``, ``report.json``: the seven configurations ``bm25``,
+   ``base``, ``flat``, ``heal``, ``base+bm25``, ``flat+bm25``, ``heal+bm25`` evaluated side by side on the
+   evaluation questions with paired tests (:data:`COMPARISONS`), a per-topic view and a one-line verdict
+   (:func:`heal_rag.evaluation.rag.evaluate_rag`, :func:`heal_rag.evaluation.report.write_report`).
+6. ``pipeline.json``: the run's configuration, the key of every finished step, timings.
 
 Re-running into the same ``out_dir`` resumes: a step whose inputs (corpus, parameters, upstream steps) are
 unchanged is reused, a step whose inputs changed is redone, and everything downstream of a redone step is
@@ -65,10 +69,21 @@ STATE_FILE = "pipeline.json"
 STATE_FORMAT = 1
 HIERARCHY_SUBDIR = "hierarchy"
 MODEL_SUBDIR = "heal-model"
+FLAT_SUBDIR = "flat-model"
 CHECKPOINT_SUBDIR = "checkpoints"
 REPORT_FILES = ("report.md", "report.html", "report.json")
 # everything the pipeline writes in out_dir; nothing else there is ever touched
-OWNED = (STATE_FILE, HIERARCHY_SUBDIR, MODEL_SUBDIR, CHECKPOINT_SUBDIR, *REPORT_FILES)
+OWNED = (STATE_FILE, HIERARCHY_SUBDIR, MODEL_SUBDIR, FLAT_SUBDIR, CHECKPOINT_SUBDIR, *REPORT_FILES)
+# The paired tests the report always shows (b - a): HEAL against what a user would otherwise pick, alone
+# and on top of BM25. evaluate_rag adds the winner against the runner-up.
+COMPARISONS = (
+    ("flat", "heal"),
+    ("base", "heal"),
+    ("bm25", "heal"),
+    ("bm25", "heal+bm25"),
+    ("base+bm25", "heal+bm25"),
+    ("flat+bm25", "heal+bm25"),
+)
 
 # Settings that keep the demo within ~10 minutes on a 2-core laptop (see docs in heal_rag/cli/_demo.py).
 DEMO_DEFAULTS: dict[str, Any] = {
@@ -95,8 +110,8 @@ class PipelineResult:
         model_dir: the saved HEAL model directory.
         evaluation: the side-by-side evaluation (``evaluation.summary[name][metric]``).
         reports: ``{"md", "html", "json"}`` -> path of each report file.
-        timings: seconds per step (``hierarchy``, ``finetune``, ``index``, ``evaluation``, ``total``); a
-            reused step counts its (short) loading time.
+        timings: seconds per step (``hierarchy``, ``finetune``, ``finetune_flat``, ``index``,
+            ``evaluation``, ``total``); a reused step counts its (short) loading time.
         reused: the steps taken from an earlier run in the same folder.
         notes: what the user should know about this run (question source, skipped parts).
 
@@ -413,8 +428,8 @@ def run_pipeline(
         restart: redo every step even when an earlier run in ``out_dir`` could be reused.
         show_progress: progress bars (``TQDM_DISABLE=1`` also hides them).
         on_step: called as ``on_step(step, value)`` after each step: ``("hierarchy", Hierarchy)``,
-            ``("finetune", model_dir)``, ``("index", {name: index})``, ``("evaluation", result)``; the CLI
-            uses it to print as it goes.
+            ``("finetune", model_dir)``, ``("finetune_flat", flat_dir)``, ``("index", {name: index})``,
+            ``("evaluation", result)``; the CLI uses it to print as it goes.
 
     Returns:
         A :class:`PipelineResult`.
@@ -501,11 +516,11 @@ def run_pipeline(
         hierarchy = _load_hierarchy(out / HIERARCHY_SUBDIR, inputs.documents)
         if hierarchy is not None:
             reused.append("hierarchy")
-            logger.info("Step 1/4: reusing the topic hierarchy in %s", out / HIERARCHY_SUBDIR)
+            logger.info("Step 1/5: reusing the topic hierarchy in %s", out / HIERARCHY_SUBDIR)
     rebuilt = hierarchy is None
     if hierarchy is None:
         _remove(out, [HIERARCHY_SUBDIR, MODEL_SUBDIR, CHECKPOINT_SUBDIR, *REPORT_FILES])
-        logger.info("Step 1/4: building the topic hierarchy of %d documents (HNMFk)", len(inputs.documents))
+        logger.info("Step 1/5: building the topic hierarchy of %d documents (HNMFk)", len(inputs.documents))
         hierarchy = _build_hierarchy(inputs.documents, dict(hierarchy_params or {}), seed, show)
         hierarchy.save(out / HIERARCHY_SUBDIR)
     new_state["stages"]["hierarchy"] = hierarchy_key
@@ -533,12 +548,12 @@ def run_pipeline(
 
     if not rebuilt and old_stages.get("finetune") == model_key and is_heal_model_dir(model_dir):
         reused.append("finetune")
-        logger.info("Step 2/4: reusing the HEAL model in %s", model_dir)
+        logger.info("Step 2/5: reusing the HEAL model in %s", model_dir)
     else:
         rebuilt = True
         _remove(out, [MODEL_SUBDIR, CHECKPOINT_SUBDIR, *REPORT_FILES])
         logger.info(
-            "Step 2/4: HEAL fine-tune of %s on %s (%s steps, batch %d, %d tokens)",
+            "Step 2/5: HEAL fine-tune of %s on %s (%s steps, batch %d, %d tokens)",
             base_model or "all-MiniLM-L6-v2",
             inputs.train_description,
             max_steps if max_steps is not None else f"{epochs} epoch(s) of",
@@ -565,13 +580,54 @@ def run_pipeline(
     if on_step is not None:
         on_step("finetune", model_dir)
 
-    # 3. index with both models -------------------------------------------------------------------------
+    # 3. the flat fine-tune: same pairs, steps, batch size, seed; no hierarchy ----------------------------
     step_start = time.perf_counter()
-    logger.info("Step 3/4: indexing %d documents with the base and the HEAL model", len(inputs.documents))
+    flat_dir = out / FLAT_SUBDIR
+    flat_key = _hash(
+        {
+            "base_model": base_path,
+            "training": config["training"],
+            "queries": _training_fingerprint(inputs.train_queries),
+            "eval_questions": inputs.questions.fingerprint,
+            "seed": seed,
+        }
+    )
+    if old_stages.get("finetune_flat") == flat_key and is_heal_model_dir(flat_dir):
+        reused.append("finetune_flat")
+        logger.info("Step 3/5: reusing the flat fine-tune in %s", flat_dir)
+    else:
+        rebuilt = True
+        _remove(out, [FLAT_SUBDIR, CHECKPOINT_SUBDIR, *REPORT_FILES])
+        logger.info("Step 3/5: flat fine-tune (the same pairs and steps, no hierarchy)")
+        _finetune(
+            inputs,
+            None,
+            flat_dir,
+            base_model=base_model,
+            max_steps=max_steps,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            max_seq_length=max_seq_length,
+            seed=seed,
+            device=device,
+            show_progress=show,
+        )
+    new_state["stages"]["finetune_flat"] = flat_key
+    _save_state(out, new_state)
+    timings["finetune_flat"] = round(time.perf_counter() - step_start, 2)
+    if on_step is not None:
+        on_step("finetune_flat", flat_dir)
+
+    # 4. index with the three models and BM25 ---------------------------------------------------------
+    step_start = time.perf_counter()
+    logger.info(
+        "Step 4/5: indexing %d documents with BM25 and the base, flat and HEAL models", len(inputs.documents)
+    )
     configurations, indexes = _configurations(
         inputs,
         base_path,
-        model_dir,
+        {"flat": flat_dir, "heal": model_dir},
         hierarchy,
         base_model=base_model,
         retriever=retriever,
@@ -586,7 +642,7 @@ def run_pipeline(
     if on_step is not None:
         on_step("index", indexes)
 
-    # 4. evaluate and report ----------------------------------------------------------------------------
+    # 5. evaluate and report ----------------------------------------------------------------------------
     from heal_rag.evaluation.rag import evaluate_rag
     from heal_rag.evaluation.report import write_report
 
@@ -594,7 +650,7 @@ def run_pipeline(
     if rebuilt:
         _remove(out, [CHECKPOINT_SUBDIR, *REPORT_FILES])
     logger.info(
-        "Step 4/4: evaluating %s on %d questions%s",
+        "Step 5/5: evaluating %s on %d questions%s",
         " vs ".join(c.name for c in configurations),
         len(inputs.questions.questions),
         f" with generation by {llm_description}" if generator is not None else "",
@@ -614,9 +670,10 @@ def run_pipeline(
             "model_key": model_key,
         },
         show_progress=show,
+        pairs=COMPARISONS,
     )
     evaluation.notes[:0] = notes
-    reports = write_report(evaluation, out, hierarchy=hierarchy)
+    reports = write_report(evaluation, out, hierarchy=hierarchy, qrels=inputs.questions.qrels)
     timings["evaluation"] = round(time.perf_counter() - step_start, 2)
     timings["total"] = round(time.perf_counter() - total_start, 2)
     if on_step is not None:
@@ -683,7 +740,7 @@ def _training_fingerprint(train_queries: Any) -> str:
 
 def _finetune(
     inputs: _Inputs,
-    hierarchy: Hierarchy,
+    hierarchy: Hierarchy | None,
     model_dir: Path,
     *,
     base_model: str | None,
@@ -709,6 +766,7 @@ def _finetune(
         base_model=base_model,
         output_dir=model_dir,
         hierarchy=hierarchy,
+        use_hierarchy=hierarchy is not None,
         queries=inputs.train_queries,
         eval_queries=inputs.questions.questions,
         epochs=epochs,
@@ -734,7 +792,7 @@ def _finetune(
 def _configurations(
     inputs: _Inputs,
     base_path: str,
-    model_dir: Path,
+    model_dirs: Mapping[str, Path],
     hierarchy: Hierarchy,
     *,
     base_model: str | None,
@@ -746,41 +804,64 @@ def _configurations(
     device: str | None,
     show_progress: bool,
 ) -> tuple[list[Any], dict[str, Any]]:
+    """BM25, the three dense models, and each dense model fused with BM25, as RAG configurations."""
+    from heal_rag._fusion_options import DEFAULT_CANDIDATES, DEFAULT_FUSION
     from heal_rag.evaluation.rag import RAGConfiguration
     from heal_rag.integrations import HEALEmbedding, HierarchicalRetriever, build_faiss_index
+    from heal_rag.integrations.hybrid import bm25_retriever, hybrid_retriever
 
-    configurations = []
-    indexes: dict[str, Any] = {}
-    heal_name = "heal" if retriever == "flat" else f"heal-{retriever}"
-    base_name = base_model or "all-MiniLM-L6-v2 (bundled copy)"
-    for name, path in (("base", base_path), (heal_name, str(model_dir))):
-        embed = HEALEmbedding.from_pretrained(path, max_length=max_seq_length, device=device)
-        is_heal = path == str(model_dir)
-        mode = retriever if is_heal else "flat"
-        index = build_faiss_index(
-            inputs.eval_dataset.to_nodes(),
-            embed,
-            hierarchy=hierarchy if mode == "route" else None,
-            show_progress=show_progress,
+    nodes = inputs.eval_dataset.to_nodes()
+    candidates = min(DEFAULT_CANDIDATES, len(nodes))
+    common = {"llm": generator, "generation_top_n": generation_top_n}
+    bm25_description = {"model": "BM25 (bm25s via llama-index-retrievers-bm25, stemmed)", "retriever": "bm25"}
+    configurations = [
+        RAGConfiguration(
+            "bm25",
+            retriever=bm25_retriever(nodes, similarity_top_k=top_k),
+            description=bm25_description,
+            **common,
         )
-        if mode == "flat":
-            component: Any = index.as_retriever(similarity_top_k=top_k)
-        else:
-            component = HierarchicalRetriever(index, hierarchy=hierarchy, mode=mode, similarity_top_k=top_k)
+    ]
+    bm25_candidates = bm25_retriever(nodes, similarity_top_k=candidates)
+    base_name = base_model or "all-MiniLM-L6-v2 (bundled copy)"
+    models = {
+        "base": (base_path, base_name),
+        "flat": (str(model_dirs["flat"]), f"flat fine-tune of {base_name} (no hierarchy)"),
+        "heal": (str(model_dirs["heal"]), f"HEAL fine-tune of {base_name}"),
+    }
+    indexes: dict[str, Any] = {}
+    hybrids = []
+    for name, (path, description) in models.items():
+        embed = HEALEmbedding.from_pretrained(path, max_length=max_seq_length, device=device)
+        mode = retriever if name == "heal" else "flat"
+        index = build_faiss_index(
+            nodes, embed, hierarchy=hierarchy if mode == "route" else None, show_progress=show_progress
+        )
         indexes[name] = index
-        configurations.append(
+
+        def dense(k: int, index: Any = index, mode: str = mode) -> Any:
+            if mode == "flat":
+                return index.as_retriever(similarity_top_k=k)
+            return HierarchicalRetriever(index, hierarchy=hierarchy, mode=mode, similarity_top_k=k)
+
+        described = {
+            "model": description,
+            "weights": embed.weights_fingerprint,
+            "retriever": mode,
+            "max_length": max_seq_length,
+            "hierarchy": hierarchy.fingerprint if name == "heal" else None,
+        }
+        configurations.append(RAGConfiguration(name, retriever=dense(top_k), description=described, **common))
+        fused = hybrid_retriever(dense(candidates), similarity_top_k=top_k, bm25=bm25_candidates)
+        hybrids.append(
             RAGConfiguration(
-                name,
-                retriever=component,
-                llm=generator,
-                generation_top_n=generation_top_n,
+                f"{name}+bm25",
+                retriever=fused,
                 description={
-                    "model": f"HEAL fine-tune of {base_name}" if is_heal else base_name,
-                    "weights": embed.weights_fingerprint,
-                    "retriever": mode,
-                    "max_length": max_seq_length,
-                    "hierarchy": hierarchy.fingerprint if is_heal else None,
+                    **described,
+                    "retriever": f"{mode} + BM25, {DEFAULT_FUSION} fusion of the top {candidates} of each",
                 },
+                **common,
             )
         )
-    return configurations, indexes
+    return configurations + hybrids, indexes

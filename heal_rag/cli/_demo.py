@@ -150,6 +150,8 @@ def run_demo(args: argparse.Namespace) -> int:
             print(value.format_tree(n_terms=args.terms))
         elif step == "finetune":
             print(f"\nHEAL model: {value}")
+        elif step == "finetune_flat":
+            print(f"flat model (same pairs and steps, no hierarchy): {value}")
         elif step == "index":
             print(f"Indexed the corpus with: {', '.join(value)}")
 

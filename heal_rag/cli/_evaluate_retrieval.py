@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from heal_rag._fusion_options import DEFAULT_FUSION, FUSION_METHODS
 from heal_rag.cli._common import positive_int, require_corpus_folder
 from heal_rag.evaluation.metrics import DEFAULT_METRICS
 
@@ -20,8 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "retrieval",
         help="nDCG@10, Recall@100 and MRR@10 of models (and BM25) on a BEIR folder",
         description=(
-            "Exact dense retrieval (cosine over the whole corpus) with each --model, and optionally BM25, "
-            "on the queries of one split of a BEIR folder. Prints a table and writes "
+            "Exact dense retrieval (cosine over the whole corpus) with each --model, and optionally BM25 "
+            "and each model fused with BM25 (--hybrid), on the queries of one split of a BEIR folder. "
+            "Prints a table and writes "
             '{model: {"ndcg@10": x, "recall@100": y, "mrr@10": z}} to --json.'
         ),
     )
@@ -39,6 +41,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--json", dest="json_out", metavar="OUT", help="write the metrics as JSON to this file"
     )
     parser.add_argument("--bm25", action="store_true", help='add the BM25 baseline (bm25s) under "bm25"')
+    parser.add_argument(
+        "--hybrid",
+        action="store_true",
+        help='also fuse each --model with BM25 (LlamaIndex fusion), under "<model>+bm25"',
+    )
+    parser.add_argument(
+        "--fusion",
+        choices=sorted(FUSION_METHODS),
+        default=DEFAULT_FUSION,
+        help=f"fusion of the --hybrid runs (default {DEFAULT_FUSION}, chosen on a SciFact train-dev split)",
+    )
+    parser.add_argument(
+        "--dense-weight",
+        type=float,
+        default=None,
+        metavar="W",
+        help="dense weight in (0, 1) for --fusion relative_score / dist_based_score (default: equal)",
+    )
     parser.add_argument(
         "--cache-dir", metavar="D", help="cache corpus embeddings here; unchanged models are not re-encoded"
     )
@@ -87,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.models and not args.bm25:
         raise CLIError("nothing to evaluate: give at least one --model DIR_OR_NAME, or --bm25.")
+    if args.hybrid and not args.models:
+        raise CLIError("--hybrid fuses each --model with BM25: give at least one --model DIR_OR_NAME.")
     corpus = require_corpus_folder(args.corpus, error=CLIError)
     if args.json_out is not None and Path(args.json_out).is_dir():
         raise CLIError(
@@ -101,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
         max_seq_length=args.max_seq_length,
         cache_dir=args.cache_dir,
         include_bm25=args.bm25,
+        include_hybrid=args.hybrid,
+        fusion=args.fusion,
+        dense_weight=args.dense_weight,
         show_progress=not getattr(args, "quiet", False),
         device=args.device,
     )

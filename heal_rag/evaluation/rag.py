@@ -589,9 +589,11 @@ class _Runner:
             "reference_context_ids": relevant or None,
             "reference_contexts": [self.questions.contexts[d] for d in relevant] or None,
         }
-        from ragas import SingleTurnSample
+        scores: dict[str, float] = {}
+        if self.retrieval_metrics is not None:
+            from ragas import SingleTurnSample
 
-        scores: dict[str, float] = dict(self.retrieval_metrics.score(SingleTurnSample(**sample_kwargs)))
+            scores.update(self.retrieval_metrics.score(SingleTurnSample(**sample_kwargs)))
 
         # 3. judge-free hallucination signal
         answered = bool(response) and not _ABSTENTION.match(response or "")
@@ -611,6 +613,8 @@ class _Runner:
         # 4. LLM judge on the contexts the generator actually saw
         if self.judge is not None and config.generates:
             if answered:
+                from ragas import SingleTurnSample
+
                 judge_sample = SingleTurnSample(
                     user_input=question,
                     retrieved_contexts=[
@@ -695,6 +699,7 @@ def evaluate_rag(
     seed: int = 0,
     extra_config: Mapping[str, Any] | None = None,
     show_progress: bool = True,
+    pairs: Sequence[tuple[str, str]] | None = None,
 ) -> RAGEvaluationResult:
     """Evaluate two or more RAG configurations side by side on one question set.
 
@@ -714,6 +719,13 @@ def evaluate_rag(
         seed: seed of every random draw in the statistics.
         extra_config: more configuration to record and hash (e.g. the CLI's arguments).
         show_progress: tqdm progress bar over questions (also off when ``TQDM_DISABLE=1``).
+        pairs: the ``(a, b)`` configuration pairs to test (``b - a``); None: every pair. When given, the two
+            best configurations by nDCG@10 are tested too (runner-up, winner), so a report can always
+            state the winner's margin with its p-value.
+
+    RAGAS (``pip install "heal-rag[eval]"``) adds its id- and string-based context precision/recall; without
+    it the IR metrics (nDCG@10, MRR@10, Recall@k, via ranx) are computed and a note says what is missing.
+    An LLM judge always needs RAGAS.
 
     Returns:
         A :class:`RAGEvaluationResult`.
@@ -725,7 +737,7 @@ def evaluate_rag(
     """
     from tqdm.auto import tqdm
 
-    from heal_rag.evaluation.ragas_metrics import RetrievalMetrics, import_ragas
+    from heal_rag.evaluation.ragas_metrics import RetrievalMetrics, import_ragas, ragas_available
 
     configurations = list(configurations)
     if not configurations:
@@ -736,7 +748,15 @@ def evaluate_rag(
         raise ValueError(f"Configuration names must be unique; duplicated: {duplicates}.")
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive integer; got {k!r}.")
-    import_ragas()
+    if pairs is not None:
+        unknown = sorted({n for pair in pairs for n in pair if n not in names})
+        if unknown:
+            raise ValueError(f"pairs name unknown configuration(s) {unknown}; known: {names}.")
+    retrieval_metrics = None
+    if ragas_available():
+        retrieval_metrics = RetrievalMetrics()
+    elif judge is not None:
+        import_ragas()  # raises the ImportError that names the extra
     judge_obj = _judge_from_spec(judge, judge_embeddings, judge_timeout)
     run_config: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
@@ -752,7 +772,7 @@ def evaluate_rag(
     run_config["config_hash"] = config_hash
     out_path = Path(out_dir) if out_dir is not None else None
     checkpoint = _Checkpoint(out_path, config_hash, resume)
-    runner = _Runner(questions, RetrievalMetrics(), judge_obj)
+    runner = _Runner(questions, retrieval_metrics, judge_obj)
 
     question_ids = list(questions.questions)
     disable = not show_progress or os.environ.get("TQDM_DISABLE") == "1"
@@ -781,6 +801,8 @@ def evaluate_rag(
         n_resamples,
         confidence,
         seed,
+        pairs,
+        ragas_metrics=retrieval_metrics is not None,
     )
 
 
@@ -795,6 +817,9 @@ def _aggregate(
     n_resamples: int,
     confidence: float,
     seed: int,
+    pairs: Sequence[tuple[str, str]] | None = None,
+    *,
+    ragas_metrics: bool = True,
 ) -> RAGEvaluationResult:
     from heal_rag.evaluation.ragas_metrics import RETRIEVAL_METRICS
 
@@ -810,7 +835,7 @@ def _aggregate(
     for config in configurations:
         recs = records[config.name]
         ir = _ir_per_question(questions, recs, k)
-        metric_names = ["ndcg@10", "mrr@10", f"recall@{k}", *RETRIEVAL_METRICS]
+        metric_names = ["ndcg@10", "mrr@10", f"recall@{k}", *(RETRIEVAL_METRICS if ragas_metrics else ())]
         if config.generates:
             metric_names.append("ungrounded_answers")
             if questions.decisions:
@@ -851,6 +876,11 @@ def _aggregate(
             "No generator: ungrounded_answers and decision_accuracy need answers (--llm local or "
             "an endpoint URL)."
         )
+    if not ragas_metrics:
+        notes.append(
+            "RAGAS is not installed: its context precision/recall were not computed (the IR metrics were); "
+            'pip install "heal-rag[eval]" adds them.'
+        )
     if judge is None:
         notes.append("No LLM judge: faithfulness, answer_correctness and answer_relevancy were not computed.")
     elif generating and not questions.references:
@@ -866,8 +896,13 @@ def _aggregate(
             for m, v in arrays.items()
         }
         summary[name] = {m: ci.mean for m, ci in intervals[name].items()}
+    if pairs is not None:
+        pairs = list(dict.fromkeys(tuple(p) for p in pairs))
+        ranked = sorted(summary, key=lambda c: -np.nan_to_num(summary[c].get("ndcg@10", np.nan), nan=-1.0))
+        if len(ranked) >= 2 and (ranked[1], ranked[0]) not in pairs and (ranked[0], ranked[1]) not in pairs:
+            pairs.append((ranked[1], ranked[0]))
     comparisons = compare_configurations(
-        per_question, n_resamples=n_resamples, confidence=confidence, seed=seed
+        per_question, n_resamples=n_resamples, confidence=confidence, seed=seed, pairs=pairs
     )
     return RAGEvaluationResult(
         question_ids=question_ids,

@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "import_ragas",
+    "ragas_available",
     "RETRIEVAL_METRICS",
     "JUDGE_METRICS",
     "RetrievalMetrics",
@@ -62,6 +63,13 @@ def import_ragas() -> ModuleType:
     """Import ragas with usage tracking off (unless the user set ``RAGAS_DO_NOT_TRACK`` themselves)."""
     os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
     return require("ragas", extra="eval", purpose="RAGAS metrics")
+
+
+def ragas_available() -> bool:
+    """Whether ragas can be imported (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("ragas") is not None
 
 
 def run_sync(coro: Coroutine[Any, Any, _T]) -> _T:

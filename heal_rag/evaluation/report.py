@@ -9,6 +9,8 @@ JSON layout (NaN becomes ``null``)::
      "intervals": {name: {metric: {"mean", "low", "high", "n", "n_missing", "confidence"}}},
      "comparisons": [{"metric", "a", "b", "diff", "low", "high", "p_value", "p_holm", ...}, ...],
      "counts": {name: {"questions", "retrieval_failures", "generation_failures", "judge_failures", "nan"}},
+     "headline": "Best ndcg@10: ... over ... (runner-up; paired permutation p = ...)" | null,
+     "topics": [{"level", "topic", "terms", "n_documents", "n_questions", "means": {name: x}}] | null,
      "notes": [...], "config": {...}, "versions": {...}, "hierarchy": {...} | null,
      "question_ids": [...], "per_question": {name: {metric: [score | null, ...]}}}
 
@@ -43,6 +45,7 @@ __all__ = [
     "report_dict",
     "to_markdown",
     "to_html",
+    "headline",
     "summary_table",
     "write_report",
 ]
@@ -103,12 +106,18 @@ def _hierarchy_dict(hierarchy: Any) -> dict[str, Any] | None:
 
 
 def report_dict(
-    result: RAGEvaluationResult, *, hierarchy: Any = None, versions: Mapping[str, str] | None = None
+    result: RAGEvaluationResult,
+    *,
+    hierarchy: Any = None,
+    versions: Mapping[str, str] | None = None,
+    topics: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Build the machine-readable report (see the module docstring for the layout)."""
     return _clean(
         {
             "configurations": result.summary,
+            "headline": headline(result),
+            "topics": topics,
             "intervals": {
                 c: {m: ci.to_dict() for m, ci in per.items()} for c, per in result.intervals.items()
             },
@@ -178,13 +187,55 @@ def _arrow(metric: str) -> str:
     return "↑" if _higher_is_better(metric) else "↓"
 
 
+def headline(result: RAGEvaluationResult, metric: str = "ndcg@10") -> str | None:
+    """One line: which configuration won on ``metric``, by how much over the runner-up, with the p-value.
+
+    Example:
+        >>> headline(result)  # doctest: +SKIP
+        'Best ndcg@10: heal+bm25 0.842, +0.012 over bm25 (runner-up; paired permutation p = 0.031)'
+
+    """
+    values = {c: result.summary[c].get(metric) for c in result.configurations}
+    finite = {c: v for c, v in values.items() if v is not None and math.isfinite(v)}
+    if len(finite) < 2:
+        return None
+    order = sorted(finite, key=finite.__getitem__, reverse=_higher_is_better(metric))
+    winner, runner_up = order[0], order[1]
+    if finite[winner] == finite[runner_up]:
+        return f"No winner on {metric}: {winner} and {runner_up} tie at {_fmt(finite[winner])}."
+    test = next(
+        (c for c in result.comparisons if c.metric == metric and {c.a, c.b} == {winner, runner_up}), None
+    )
+    p_text = f"; paired permutation p = {_fmt_p(test.p_value)}" if test is not None else ""
+    return (
+        f"Best {metric}: {winner} {_fmt(finite[winner])}, {finite[winner] - finite[runner_up]:+.3f} over "
+        f"{runner_up} (runner-up{p_text})"
+    )
+
+
+def _topic_pair(configs: list[str]) -> tuple[str, str, str | None]:
+    """Return the (reference, focus, also) configurations of the per-topic view: base, heal, flat."""
+    reference = "base" if "base" in configs else configs[0]
+    focus = "heal" if "heal" in configs else configs[-1]
+    also = "flat" if "flat" in configs and "flat" not in (reference, focus) else None
+    return reference, focus, also
+
+
+def _topic_label(row: Mapping[str, Any]) -> str:
+    return f"L{row['level']} T{row['topic']}: {', '.join(row['terms'])} (n={row['n_questions']})"
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Markdown and terminal
 # ------------------------------------------------------------------------------------------------------------
 
 
 def to_markdown(
-    result: RAGEvaluationResult, *, hierarchy: Any = None, versions: Mapping[str, str] | None = None
+    result: RAGEvaluationResult,
+    *,
+    hierarchy: Any = None,
+    versions: Mapping[str, str] | None = None,
+    topics: list[dict[str, Any]] | None = None,
 ) -> str:
     """Render the report as GitHub-flavoured Markdown."""
     versions = dict(versions) if versions is not None else package_versions()
@@ -202,6 +253,9 @@ def to_markdown(
     for metric, cells, best in _metric_rows(result):
         row = [f"**{cells[c]}**" if c == best else cells[c] for c in configs]
         lines.append(f"| {metric} {_arrow(metric)} | " + " | ".join(row) + " |")
+    line = headline(result)
+    if line:
+        lines += ["", f"**{line}.**"]
     if result.comparisons:
         lines += [
             "",
@@ -227,6 +281,13 @@ def to_markdown(
     for config in configs:
         counts = result.counts[config]
         lines.append(f"| {config} | {_failure_text(counts)} | {_nan_text(counts)} |")
+    if topics:
+        lines += ["", "## nDCG@10 by topic", "", "| topic | questions | " + " | ".join(configs) + " |"]
+        lines.append("|---|---|" + "---|" * len(configs))
+        for row in topics:
+            cells = [_fmt(row["means"].get(c)) for c in configs]
+            label = f"L{row['level']} T{row['topic']}: {', '.join(row['terms'])}"
+            lines.append(f"| {label} | {row['n_questions']} | " + " | ".join(cells) + " |")
     if result.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in result.notes]
     if hierarchy is not None:
@@ -287,6 +348,9 @@ def summary_table(result: RAGEvaluationResult) -> str:
         for r in rows
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    line = headline(result)
+    if line:
+        lines.append(line)
     for comparison in result.comparisons:
         if comparison.significant:
             lines.append(
@@ -330,7 +394,7 @@ def _plots(result: RAGEvaluationResult) -> list[tuple[str, str]]:
         if any(result.intervals[c].get(m) and result.intervals[c][m].n for c in configs)
     ]
     if metrics:
-        fig, ax = plt.subplots(figsize=(7.5, 0.55 * len(metrics) * max(1, len(configs)) / 1.6 + 1.2))
+        fig, ax = plt.subplots(figsize=(7.5, min(14.0, 0.3 * len(metrics) * max(1, len(configs)) + 1.2)))
         height = 0.8 / len(configs)
         y = np.arange(len(metrics))
         for i, config in enumerate(configs):
@@ -356,7 +420,8 @@ def _plots(result: RAGEvaluationResult) -> list[tuple[str, str]]:
         ax.set_xlabel("mean score (bars: bootstrap CI)")
         ax.grid(axis="x", alpha=0.3)
         ax.spines[["top", "right"]].set_visible(False)
-        ax.legend(loc="lower right", frameon=False)
+        # below the axes, never over the bars
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=min(4, len(configs)), frameon=False)
         plots.append(("Metric means per configuration", _png(fig)))
     finite = [c for c in result.comparisons if c.n and math.isfinite(c.diff)]
     if finite:
@@ -381,6 +446,69 @@ def _plots(result: RAGEvaluationResult) -> list[tuple[str, str]]:
         ax.spines[["top", "right"]].set_visible(False)
         plots.append(("Paired differences between configurations", _png(fig)))
     return plots
+
+
+def _topic_plot(topics: list[dict[str, Any]], configs: list[str]) -> tuple[str, str] | None:
+    """Sorted bar chart of the focus-minus-reference nDCG@10 per topic (one panel per level)."""
+    from heal_rag.evaluation.topics import difference
+
+    if not topics or len(configs) < 2:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    reference, focus, also = _topic_pair(configs)
+    levels = sorted({row["level"] for row in topics})
+    panels = [
+        sorted(
+            (r for r in topics if r["level"] == level and math.isfinite(difference(r, reference, focus))),
+            key=lambda r: difference(r, reference, focus),
+        )
+        for level in levels
+    ]
+    heights = [max(1, len(p)) for p in panels]
+    fig, axes = plt.subplots(
+        len(levels),
+        1,
+        figsize=(8.0, min(30.0, 0.26 * sum(heights) + 1.4 * len(levels))),
+        gridspec_kw={"height_ratios": heights},
+        squeeze=False,
+    )
+    for ax, level, rows in zip(axes[:, 0], levels, panels, strict=True):
+        diffs = [difference(r, reference, focus) for r in rows]
+        y = list(range(len(rows)))
+        ax.barh(y, diffs, color=["#2E7D32" if d > 0 else "#C62828" for d in diffs], height=0.7)
+        if also is not None:
+            ax.scatter(
+                [difference(r, reference, also) for r in rows],
+                y,
+                marker="D",
+                s=16,
+                color="#222222",
+                zorder=3,
+                label=f"{also} − {reference}",
+            )
+            ax.legend(loc="lower right", frameon=True, fontsize=8)
+        ax.axvline(0, color="#333333", lw=0.8)
+        ax.set_yticks(y, [_topic_label(r) for r in rows], fontsize=8)
+        ax.set_title(f"level {level}: {focus} − {reference} nDCG@10 per topic", fontsize=10, loc="left")
+        ax.grid(axis="x", alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[-1, 0].set_xlabel(
+        f"difference in mean nDCG@10 over the topic's questions (bars: {focus} − {reference})"
+    )
+    fig.tight_layout()
+    caption = (
+        f"Where retrieval changes, by topic: {focus} − {reference} nDCG@10 over the questions whose relevant "
+        "document lies in each topic (green: better, red: worse)"
+        + (f"; diamonds: {also} − {reference}" if also else "")
+        + ". Topics with few questions are noisy."
+    )
+    return caption, _png(fig)
 
 
 _CSS = """
@@ -412,7 +540,11 @@ def _e(text: Any) -> str:
 
 
 def to_html(
-    result: RAGEvaluationResult, *, hierarchy: Any = None, versions: Mapping[str, str] | None = None
+    result: RAGEvaluationResult,
+    *,
+    hierarchy: Any = None,
+    versions: Mapping[str, str] | None = None,
+    topics: list[dict[str, Any]] | None = None,
 ) -> str:
     """Render a self-contained HTML page (inline CSS, base64 PNG plots, no external resources)."""
     versions = dict(versions) if versions is not None else package_versions()
@@ -456,6 +588,9 @@ def to_html(
         )
     comp.append("</tbody></table>")
     # full-width cards: side by side, the wide tables would hide columns behind a scrollbar
+    line = headline(result)
+    if line:
+        parts.append(f"<p id='headline' class='card'><b>{_e(line)}</b></p>")
     parts.append("<div class='stack'>")
     parts.append("<div class='card'><h2 style='margin-top:0'>Metrics</h2>" + "".join(table))
     parts.append("<p class='muted'>↑ higher is better, ↓ lower is better; best value highlighted.</p></div>")
@@ -477,6 +612,8 @@ def to_html(
                 f"<p class='muted'>{_e(caption)}</p></div>"
             )
         parts.append("</div>")
+    if topics:
+        parts.append(_topics_html(topics, configs))
     # failures
     parts.append("<h2>Failures and missing scores</h2><div class='card'><table id='counts'><thead><tr>")
     parts.append(
@@ -515,18 +652,56 @@ def to_html(
     return "\n".join(parts)
 
 
+def _topics_html(topics: list[dict[str, Any]], configs: list[str]) -> str:
+    reference, focus, _ = _topic_pair(configs)
+    parts = ["<h2>Where retrieval fails, by topic</h2>"]
+    plot = _topic_plot(topics, configs)
+    if plot is not None:
+        caption, data = plot
+        parts.append(
+            f"<div class='card'><img id='topic-plot' alt='{_e(caption)}' src='data:image/png;base64,{data}'>"
+            f"<p class='muted'>{_e(caption)}</p></div>"
+        )
+    table = ["<div class='card'><table id='topics'><thead><tr><th>topic</th><th>top terms</th>"]
+    table += ["<th>documents</th><th>questions</th>"] + [f"<th>{_e(c)}</th>" for c in configs]
+    table.append(f"<th>{_e(focus)} − {_e(reference)}</th></tr></thead><tbody>")
+    from heal_rag.evaluation.topics import difference
+
+    for row in topics:
+        means = {c: row["means"].get(c) for c in configs}
+        finite = {c: v for c, v in means.items() if v is not None}
+        best = max(finite, key=finite.__getitem__) if len(set(finite.values())) > 1 else None
+        diff = difference(row, reference, focus)
+        cls = "muted" if not math.isfinite(diff) or diff == 0 else ("up" if diff > 0 else "down")
+        table.append(
+            f"<tr><td>L{row['level']} T{row['topic']}</td><td style='text-align:left'>"
+            f"{_e(', '.join(row['terms']))}</td><td>{row['n_documents']}</td><td>{row['n_questions']}</td>"
+        )
+        table += [f"<td class='{'best' if c == best else ''}'>{_fmt(means[c])}</td>" for c in configs]
+        table.append(f"<td class='{cls}'>{_fmt(diff)}</td></tr>")
+    table.append(
+        "</tbody></table><p class='muted'>Mean nDCG@10 over the questions with a relevant document in the "
+        "topic (a question counts in every topic that holds one of its relevant documents).</p></div>"
+    )
+    return "".join(parts + table)
+
+
 def write_report(
     result: RAGEvaluationResult,
     out_dir: str | os.PathLike[str],
     *,
     hierarchy: Any = None,
+    qrels: Mapping[str, Mapping[str, int]] | None = None,
 ) -> dict[str, Path]:
     """Write ``report.md``, ``report.html`` and ``report.json`` to ``out_dir`` (atomically).
 
     Args:
         result: the evaluation result.
         out_dir: destination folder (created if missing).
-        hierarchy: an optional :class:`heal_rag.hierarchy.Hierarchy`, shown as the topic tree.
+        hierarchy: an optional :class:`heal_rag.hierarchy.Hierarchy` of the evaluated corpus, shown as the
+            topic tree.
+        qrels: the questions' relevance judgments; with ``hierarchy`` they add the per-topic view
+            (:func:`heal_rag.evaluation.topics.topic_breakdown`, under ``"topics"`` in the JSON).
 
     Returns:
         ``{"md": path, "html": path, "json": path}``.
@@ -536,7 +711,13 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     versions = package_versions()
     paths = {"md": out / "report.md", "html": out / "report.html", "json": out / "report.json"}
-    atomic_write_text(paths["md"], to_markdown(result, hierarchy=hierarchy, versions=versions))
-    atomic_write_text(paths["html"], to_html(result, hierarchy=hierarchy, versions=versions))
-    atomic_write_json(paths["json"], report_dict(result, hierarchy=hierarchy, versions=versions))
+    topics = None
+    if hierarchy is not None and qrels is not None:
+        from heal_rag.evaluation.topics import topic_breakdown
+
+        topics = topic_breakdown(result, hierarchy, qrels)
+    kwargs = {"hierarchy": hierarchy, "versions": versions, "topics": topics}
+    atomic_write_text(paths["md"], to_markdown(result, **kwargs))
+    atomic_write_text(paths["html"], to_html(result, **kwargs))
+    atomic_write_json(paths["json"], report_dict(result, **kwargs))
     return paths

@@ -48,12 +48,19 @@ __all__ = [
     "bm25_run",
     "dense_run",
     "evaluate_models",
+    "hybrid_name",
     "load_model",
     "model_fingerprint",
 ]
 
 #: Result key of the BM25 baseline.
 BM25_NAME = "bm25"
+
+
+def hybrid_name(model: str) -> str:
+    """Return the result key of a model's run fused with BM25: ``"<model>+bm25"``."""
+    return f"{model}+{BM25_NAME}"
+
 
 # Bump when the layout of cache files changes, so old entries are ignored rather than misread.
 _CACHE_FORMAT = 1
@@ -554,6 +561,9 @@ def evaluate_models(
     show_progress: bool = True,
     metrics: Sequence[str] = DEFAULT_METRICS,
     device: str | None = None,
+    include_hybrid: bool = False,
+    fusion: str | None = None,
+    dense_weight: float | None = None,
 ) -> RetrievalResults:
     """Evaluate embedding models (and optionally BM25) side by side on the same queries and corpus.
 
@@ -570,6 +580,11 @@ def evaluate_models(
         show_progress: Show progress bars.
         metrics: ranx metric names (default nDCG@10, Recall@100, MRR@10).
         device: Torch device for encoding.
+        include_hybrid: Also fuse every model's run with BM25's, under the key ``"<model>+bm25"``
+            (:func:`heal_rag.integrations.hybrid.fuse_runs`, the fusion of ``hybrid_retriever``). BM25 runs
+            for it even when ``include_bm25`` is False (its own row is then left out).
+        fusion: Fusion method of the hybrid runs (default ``DEFAULT_FUSION``, ``"dist_based_score"``).
+        dense_weight: Dense weight of a weighted fusion (see ``hybrid_retriever``).
 
     Returns:
         :class:`RetrievalResults`: ``{name: {metric: value}}`` with the runs and per-query scores attached.
@@ -587,10 +602,17 @@ def evaluate_models(
     duplicates = sorted({m for m in models if models.count(m) > 1})
     if duplicates:
         raise ValueError(f"Model(s) listed more than once: {', '.join(duplicates)}.")
-    if include_bm25 and BM25_NAME in models:
+    if (include_bm25 or include_hybrid) and BM25_NAME in models:
         raise ValueError(
             f"A model is called {BM25_NAME!r}, the name of the BM25 baseline; rename its folder."
         )
+    if include_hybrid and not models:
+        raise ValueError("include_hybrid=True fuses each model with BM25: give at least one model.")
+    from heal_rag._fusion_options import DEFAULT_FUSION, check_fusion
+
+    fusion = DEFAULT_FUSION if fusion is None else fusion
+    if include_hybrid:
+        check_fusion(fusion, dense_weight)  # fail before minutes of encoding
     k = _check_positive_int(k, "k")
     _check_positive_int(batch_size, "batch_size")
     if max_seq_length is not None:
@@ -619,7 +641,7 @@ def evaluate_models(
             )
 
     runs: dict[str, RetrievalRun] = {}
-    if include_bm25:
+    if include_bm25 or include_hybrid:
         logger.info(
             "BM25 on %s (%d documents, %d queries)", dataset.name, len(dataset.corpus), len(dataset.queries)
         )
@@ -637,7 +659,32 @@ def evaluate_models(
             device=device,
             name=model,
         )
-    ordered = [*models, *([BM25_NAME] if include_bm25 else [])]
+    hybrid_names = []
+    if include_hybrid:
+        from heal_rag.integrations.hybrid import fuse_runs
+
+        for model in models:
+            start = time.perf_counter()
+            fused = fuse_runs(
+                runs[model].run, runs[BM25_NAME].run, k=k, fusion=fusion, dense_weight=dense_weight
+            )
+            name = hybrid_name(model)
+            runs[name] = RetrievalRun(
+                name=name,
+                run=fused,
+                seconds={"fuse": time.perf_counter() - start},
+                cache={"corpus": "off", "queries": "off"},
+                config={
+                    "dense": runs[model].config,
+                    "bm25": runs[BM25_NAME].config,
+                    "fusion": fusion,
+                    "dense_weight": dense_weight,
+                    "candidates": k,
+                    "k": k,
+                },
+            )
+            hybrid_names.append(name)
+    ordered = [*models, *([BM25_NAME] if include_bm25 else []), *hybrid_names]
     per_query = {name: per_query_metrics(dataset.qrels, runs[name].run, metrics) for name in ordered}
     means = {
         name: {metric: float(np.mean(list(scores.values()))) for metric, scores in per_query[name].items()}

@@ -239,6 +239,7 @@ def paired_test(
         n_resamples: bootstrap / permutation resamples.
         confidence: confidence level of the interval of the difference.
         seed: seed of every random draw.
+        pairs: ``(a, b)`` pairs to compare (difference ``b - a``); None: every pair, in ``scores`` order.
 
     Returns:
         A :class:`PairedComparison`.
@@ -303,8 +304,9 @@ def compare_configurations(
     n_resamples: int = 10_000,
     confidence: float = 0.95,
     seed: int = 0,
+    pairs: Sequence[tuple[str, str]] | None = None,
 ) -> list[PairedComparison]:
-    """Paired comparisons of every metric between every pair of configurations.
+    """Paired comparisons of every metric between pairs of configurations.
 
     Args:
         scores: ``{configuration: {metric: per-question scores}}``; within a metric every configuration's
@@ -312,6 +314,7 @@ def compare_configurations(
         n_resamples: bootstrap / permutation resamples.
         confidence: confidence level.
         seed: seed of every random draw.
+        pairs: ``(a, b)`` pairs to compare (difference ``b - a``); None: every pair, in ``scores`` order.
 
     Returns:
         One :class:`PairedComparison` per (pair, metric present in both), with ``p_holm`` adjusted over the
@@ -320,7 +323,9 @@ def compare_configurations(
     """
     names = list(scores)
     out: list[PairedComparison] = []
-    for name_a, name_b in itertools.combinations(names, 2):
+    for name_a, name_b in itertools.combinations(names, 2) if pairs is None else pairs:
+        if name_a not in scores or name_b not in scores:
+            raise ValueError(f"Cannot compare {name_a!r} with {name_b!r}: known configurations are {names}.")
         metrics = [m for m in scores[name_a] if m in scores[name_b]]
         pair = [
             paired_test(
