@@ -220,10 +220,15 @@ def _resolve_inputs(
         else:
             train_queries = "pseudo"
             train_description = "offline pseudo-queries (titles, else sentences) of the corpus"
-            if train_split is not None:
-                notes.append(
-                    f"The corpus has no qrels split {train_split!r}: HEAL trained on offline pseudo-queries."
-                )
+            why = (
+                f"The corpus has no qrels split {train_split!r}"
+                if train_split is not None
+                else "No train split"
+            )
+            notes.append(
+                f"{why}: flat and HEAL were both trained on offline pseudo-queries (titles, else sentences) "
+                "of the corpus, with the same pairs and steps; judged training queries train better."
+            )
         return _Inputs(
             name=eval_dataset.name,
             source=source,
@@ -264,7 +269,8 @@ def _resolve_inputs(
     held_docs = {p.doc_id for p in held_out}
     train_pairs = [p for p in train_pairs if p.doc_id not in held_docs]  # never train on a held-out document
     notes.append(
-        "The corpus has no relevance judgments: the evaluation questions are offline pseudo-queries (a title "
+        "The corpus has no relevance judgments: flat and HEAL trained on offline pseudo-queries of the other "
+        "documents, and the evaluation questions are offline pseudo-queries (a title "
         "or a sentence) of held-out documents, never trained on. They measure how well each model finds a "
         "document from its own title/sentence, an easier task than real questions; use a BEIR folder with "
         "qrels for real figures."

@@ -5,6 +5,7 @@ Keep these generic: every test module of the project may use them.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -15,6 +16,26 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# What `heal-rag ...` (cli.main) sets for the rest of the process: restored after every test, so that a CLI
+# test run with -q cannot silence the logs or progress bars another test checks.
+_CLI_LOGGERS = ("heal_rag", "heal_rag.training.engine.losses", "bm25s")
+_CLI_ENV = ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS")
+
+
+@pytest.fixture(autouse=True)
+def _restore_cli_side_effects():
+    levels = {name: logging.getLogger(name).level for name in _CLI_LOGGERS}
+    env = {name: os.environ.get(name) for name in _CLI_ENV}
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    for name, value in env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # ../shared/data next to the repository (absent on a fresh clone: tests that need it skip cleanly)

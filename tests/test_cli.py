@@ -170,16 +170,21 @@ def test_demo_runs_the_pipeline_and_prints_tree_summary_and_report_path(tmp_path
     assert hierarchy.n_documents == 12
     assert hierarchy.format_tree(n_terms=6) in printed
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    assert set(report["configurations"]) == {"base", "heal"}
+    names = ["bm25", "base", "flat", "heal", "base+bm25", "flat+bm25", "heal+bm25"]
+    assert list(report["configurations"]) == names
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
     assert f"report: {out / 'report.html'}" in printed
-    # the summary table: a header with both configurations and a numeric nDCG row
+    # the summary table: a header with every configuration, a numeric nDCG row, the one-line verdict
     lines = printed.splitlines()
-    header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["metric", "base", "heal"])
+    header = next(i for i, line in enumerate(lines) if line.split() == ["metric", *names])
     ndcg = next(line for line in lines[header:] if line.startswith("ndcg@10"))
-    assert all(0.0 <= float(v.rstrip("*")) <= 1.0 for v in ndcg.split()[2:4])
-    # no train split in this corpus: the HEAL model trained on pseudo-queries, said in the report
+    assert all(0.0 <= float(v.rstrip("*")) <= 1.0 for v in ndcg.split()[2:])
+    assert any(line.startswith(("Best ndcg@10: ", "No winner on ndcg@10")) for line in lines[header:])
+    assert any(line.strip().startswith("heal vs flat: ndcg@10 ") for line in lines[header:])
+    assert "{'loss'" not in printed
+    # no train split in this corpus: flat and HEAL trained on pseudo-queries, said in the report
     assert "pseudo-queries" in report["config"]["pipeline"]["training_queries"]
+    assert any("pseudo-queries" in note for note in report["notes"])
 
 
 def test_demo_refuses_a_foreign_output_folder_and_a_bad_llm(tmp_path, capsys):

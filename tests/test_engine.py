@@ -400,3 +400,26 @@ def test_alternative_constructors(tiny_beir, tmp_path):
     assert set(engine.eval_queries) == {"te0", "te1"}  # the test split is kept out of training
     engine = HEALFinetuneEngine.from_beir(tiny_beir, train_split=None, output_dir=tmp_path / "m")
     assert engine.queries == "pseudo" and set(engine.eval_queries) == {"te0", "te1"}
+
+
+def test_training_shows_a_bar_and_logs_losses_instead_of_printing_dicts(
+    small_dataset, tmp_path, capfd, caplog
+):
+    import logging
+
+    from heal_rag.training.engine import LOSS_LOGGER
+
+    engine = HEALFinetuneEngine(
+        small_dataset.documents,
+        output_dir=tmp_path / "m",
+        use_hierarchy=False,
+        queries="pseudo",
+        **{**TINY_TRAINING, "show_progress": True},
+    )
+    with caplog.at_level(logging.INFO, logger=LOSS_LOGGER):
+        engine.finetune()
+    printed = capfd.readouterr()
+    assert "{'loss'" not in printed.out + printed.err and "'train_runtime'" not in printed.out + printed.err
+    assert "2/2" in printed.err  # the training progress bar itself is still there
+    lines = [r.getMessage() for r in caplog.records if r.name == LOSS_LOGGER]
+    assert lines and lines[0].startswith("step 1/2: loss ")

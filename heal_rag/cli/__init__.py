@@ -54,9 +54,19 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("heal_rag").setLevel(level)
-    if args.quiet:
-        import os
+    if args.verbose < 2:
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets its own logger to DEBUG
+    # per-step training losses (heal_rag.training.engine.LOSS_LOGGER) only with -v
+    logging.getLogger("heal_rag.training.engine.losses").setLevel(
+        logging.INFO if args.verbose >= 1 and not args.quiet else logging.WARNING
+    )
+    import os
 
+    if args.verbose < 2:
+        # transformers' and huggingface_hub's own bars (loading weights, writing shards) are noise next to
+        # heal-rag's one bar per stage; -vv shows them. Read when transformers is imported, so set it now.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if args.quiet:
         os.environ["TQDM_DISABLE"] = "1"
     try:
         return int(args.handler(args) or 0)

@@ -351,12 +351,16 @@ def summary_table(result: RAGEvaluationResult) -> str:
     line = headline(result)
     if line:
         lines.append(line)
+    # the paired tests on the headline metric, significant or not (the report has every metric)
     for comparison in result.comparisons:
-        if comparison.significant:
+        if comparison.metric == "ndcg@10":
+            mark = " *" if comparison.significant else ""
             lines.append(
-                f"{comparison.b} vs {comparison.a}: {comparison.metric} {comparison.diff:+.3f} "
-                f"(p_holm={_fmt_p(comparison.p_holm)})"
+                f"  {comparison.b} vs {comparison.a}: ndcg@10 {comparison.diff:+.3f} "
+                f"[{_fmt(comparison.low)}, {_fmt(comparison.high)}], p = {_fmt_p(comparison.p_value)}{mark}"
             )
+    if any(c.metric == "ndcg@10" for c in result.comparisons):
+        lines.append("  (* Holm-adjusted p < 0.05 over the metrics of the pair)")
     return "\n".join(lines)
 
 
@@ -364,7 +368,19 @@ def summary_table(result: RAGEvaluationResult) -> str:
 # plots and HTML
 # ------------------------------------------------------------------------------------------------------------
 
-_COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860")
+# seaborn's "deep" palette: ten distinguishable colours
+_COLORS = (
+    "#4C72B0",
+    "#DD8452",
+    "#55A868",
+    "#C44E52",
+    "#8172B3",
+    "#937860",
+    "#DA8BC3",
+    "#8C8C8C",
+    "#CCB974",
+    "#64B5CD",
+)
 
 
 def _png(fig: Any) -> str:

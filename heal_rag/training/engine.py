@@ -635,12 +635,16 @@ class HEALFinetuneEngine:
             dataloader_pin_memory=torch.cuda.is_available() and self.device != "cpu",
         )
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
-        if args.disable_tqdm:
-            # Without progress bars transformers prints every log dict to stdout; the losses still reach
-            # trainer.state.log_history (and heal_config.json), so drop the printer.
-            from transformers.trainer_callback import PrinterCallback
+        # transformers writes every log dict (loss, per-level losses) between progress-bar redraws, or prints
+        # it without bars. They go to the log instead (LOSS_LOGGER, shown by `heal-rag -v`) and, through
+        # trainer.state.log_history, to heal_config.json.
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-            trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(PrinterCallback)
+        if not args.disable_tqdm:
+            trainer.remove_callback(ProgressCallback)
+            trainer.add_callback(_progress_callback_class()())
+        trainer.add_callback(_loss_logging_callback_class()())
         logger.info(
             "Training %s on %d pairs (%s), %d steps, batch %d, %s.",
             model_name,
@@ -749,3 +753,34 @@ class HEALFinetuneEngine:
             )
             return str(self.model_dir_)
         return HEALEmbedding.from_pretrained(self.model_dir_, **kwargs)
+
+
+#: Logger of the per-step training losses (INFO; the CLI shows them with ``-v``).
+LOSS_LOGGER = f"{__name__}.losses"
+
+
+def _loss_logging_callback_class() -> type:
+    """Return a trainer callback class that logs each loss record as one line, not a printed dict."""
+    from transformers import TrainerCallback
+
+    losses = logging.getLogger(LOSS_LOGGER)
+
+    class _LossLoggingCallback(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            if not logs or not state.is_world_process_zero:
+                return
+            parts = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items()]
+            losses.info("step %d/%d: %s", state.global_step, state.max_steps, ", ".join(parts))
+
+    return _LossLoggingCallback
+
+
+def _progress_callback_class() -> type:
+    """Return transformers' training progress bar class, without the log dicts written between redraws."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class _QuietProgressCallback(ProgressCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            return None
+
+    return _QuietProgressCallback
