@@ -85,7 +85,7 @@ COMPARISONS = (
     ("flat+bm25", "heal+bm25"),
 )
 
-# Settings that keep the demo within ~10 minutes on a 2-core laptop (see docs in heal_rag/cli/_demo.py).
+# Settings that keep the demo within ~4 minutes on a 2-core laptop (see docs in heal_rag/cli/_demo.py).
 DEMO_DEFAULTS: dict[str, Any] = {
     "max_steps": 20,
     "batch_size": 32,
@@ -537,6 +537,18 @@ def run_pipeline(
         on_step("hierarchy", hierarchy)
 
     # 2. HEAL fine-tune ---------------------------------------------------------------------------------
+    # the one set of training settings both fine-tunes get (equal budgets)
+    training: dict[str, Any] = {
+        "base_model": base_model,
+        "max_steps": max_steps,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "max_seq_length": max_seq_length,
+        "seed": seed,
+        "device": device,
+        "show_progress": show,
+    }
     step_start = time.perf_counter()
     model_dir = out / MODEL_SUBDIR
     model_key = _hash(
@@ -566,20 +578,7 @@ def run_pipeline(
             batch_size,
             max_seq_length,
         )
-        _finetune(
-            inputs,
-            hierarchy,
-            model_dir,
-            base_model=base_model,
-            max_steps=max_steps,
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            max_seq_length=max_seq_length,
-            seed=seed,
-            device=device,
-            show_progress=show,
-        )
+        _finetune(inputs, hierarchy, model_dir, **training)
     new_state["stages"]["finetune"] = model_key
     _save_state(out, new_state)
     timings["finetune"] = round(time.perf_counter() - step_start, 2)
@@ -605,20 +604,7 @@ def run_pipeline(
         rebuilt = True
         _remove(out, [FLAT_SUBDIR, CHECKPOINT_SUBDIR, *REPORT_FILES])
         logger.info("Step 3/5: flat fine-tune (the same pairs and steps, no hierarchy)")
-        _finetune(
-            inputs,
-            None,
-            flat_dir,
-            base_model=base_model,
-            max_steps=max_steps,
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            max_seq_length=max_seq_length,
-            seed=seed,
-            device=device,
-            show_progress=show,
-        )
+        _finetune(inputs, None, flat_dir, **training)
     new_state["stages"]["finetune_flat"] = flat_key
     _save_state(out, new_state)
     timings["finetune_flat"] = round(time.perf_counter() - step_start, 2)

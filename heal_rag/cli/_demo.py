@@ -1,14 +1,15 @@
 """``heal-rag demo``: the whole pipeline, offline, on the bundled SciFact subset (or the user's own corpus).
 
 It runs :func:`heal_rag.pipeline.run_pipeline`: build the topic hierarchy (printed), fine-tune briefly with
-HEAL, index with the base and the HEAL model, evaluate both side by side and write ``DIR/report.md``,
-``DIR/report.html`` and ``DIR/report.json`` (the files of ``heal-rag evaluate rag``).
+HEAL and, with the same pairs and steps, without the hierarchy (flat), index with BM25 and the base, flat
+and HEAL models, evaluate them and each dense model fused with BM25 side by side, print which configuration
+won and by how much, and write ``DIR/report.md``, ``DIR/report.html`` and ``DIR/report.json``.
 
-Defaults keep the demo within about 10 minutes on a 2-core laptop (measured: 5.4 minutes on 2 cores shared
-with other jobs): 20 training steps of batch 32 at 128 tokens, and no answer generation (``--llm none``),
-because the offline 135M model needed 10-30 s per question and configuration there (prompts of three
-abstracts). ``--llm local`` adds generation and the ungrounded-answer share on a seeded sample of 10
-questions (``--max-questions`` changes it); ``--llm URL`` uses an OpenAI-compatible server.
+Defaults keep the demo within about 4 minutes on a 2-core laptop (measured: 202 s): 20 training steps of
+batch 32 at 128 tokens per fine-tune, and no answer generation (``--llm none``), because the offline 135M
+model needed 10-30 s per question and configuration there (prompts of three abstracts). ``--llm local`` adds
+generation and the ungrounded-answer share on a seeded sample of 10 questions (``--max-questions`` changes
+it); ``--llm URL`` uses an OpenAI-compatible server.
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run the whole pipeline offline on the bundled SciFact corpus (or your own) and write a report",
         description=(
             "Run heal-rag end to end: build the HNMFk topic hierarchy of the corpus (printed), fine-tune the "
-            "embedding model briefly with HEAL, index the corpus with the base and the HEAL model, evaluate "
-            "both side by side and write DIR/report.md, DIR/report.html and DIR/report.json. Default corpus: "
-            "the bundled 800 SciFact abstracts with their claims (offline; about 10 minutes on a 2-core "
+            "embedding model briefly with HEAL and, with the same pairs and steps, without the hierarchy "
+            "(flat), then compare bm25, base, flat, heal, base+bm25, flat+bm25 and heal+bm25 side by side "
+            "with paired tests and write DIR/report.md, DIR/report.html and DIR/report.json. Default corpus: "
+            "the bundled 800 SciFact abstracts with their claims (offline; about 4 minutes on a 2-core "
             "laptop). Re-running into the same DIR reuses the steps whose inputs did not change."
         ),
     )
