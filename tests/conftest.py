@@ -19,7 +19,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # What `heal-rag ...` (cli.main) sets for the rest of the process: restored after every test, so that a CLI
 # test run with -q cannot silence the logs or progress bars another test checks.
-_CLI_LOGGERS = ("heal_rag", "heal_rag.training.engine.losses", "bm25s")
+_CLI_LOGGERS = ("heal_rag", "heal_rag.training.engine.losses")
 _CLI_ENV = ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS")
 
 

@@ -54,8 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("heal_rag").setLevel(level)
-    if args.verbose < 2:
-        logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets its own logger to DEBUG
+    # bm25s sets its own logger to DEBUG when imported; the console shows DEBUG lines only with -vv
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler:  # the console handler basicConfig made, nobody else's
+            handler.setLevel(logging.DEBUG if args.verbose > 1 else logging.INFO)
     # per-step training losses (heal_rag.training.engine.LOSS_LOGGER) only with -v
     logging.getLogger("heal_rag.training.engine.losses").setLevel(
         logging.INFO if args.verbose >= 1 and not args.quiet else logging.WARNING

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from numbers import Real
 
@@ -190,7 +191,10 @@ def per_query_metrics(
         # Both sides restricted to the same query ids, so ranx never needs make_comparable.
         ranx_qrels = Qrels.from_dict({qid: relevant[qid] for qid in scored})
         ranx_run = Run.from_dict({qid: checked_run[qid] for qid in scored})
-        evaluate(ranx_qrels, ranx_run, metric_names, save_results_in_run=True)
+        with warnings.catch_warnings():
+            # ranx's nDCG kernel casts its (small, non-negative) relevance grades from uint64; numba warns
+            warnings.filterwarnings("ignore", message="unsafe cast from uint64 to int64")
+            evaluate(ranx_qrels, ranx_run, metric_names, save_results_in_run=True)
         for metric in metric_names:
             per_query = ranx_run.scores[metric]
             for qid in scored:
