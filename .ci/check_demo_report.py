@@ -1,6 +1,6 @@
-"""Check the demo's report as a newcomer would look at it: the three files, the five configurations, a verdict.
+"""Check the demo's report as a newcomer would read it: three files, five configurations, a verdict.
 
-    python .ci/check_demo_report.py heal_rag_out
+python .ci/check_demo_report.py heal_rag_out
 """
 
 from __future__ import annotations

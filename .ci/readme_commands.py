@@ -25,7 +25,7 @@ def setup_commands(readme: str) -> list[str]:
             raise SystemExit(f"each set-up block must hold one command line; got {lines!r}")
         commands.append(lines[0].strip())
     if len(commands) != 2:
-        raise SystemExit(f"expected the two set-up commands (install + demo, install + tests); got {commands!r}")
+        raise SystemExit(f"expected two set-up commands (install + demo, install + tests); got {commands!r}")
     return commands
 
 
