@@ -551,17 +551,15 @@ def run_pipeline(
     }
     step_start = time.perf_counter()
     model_dir = out / MODEL_SUBDIR
-    model_key = _hash(
-        {
-            "hierarchy": hierarchy_key,
-            "tree": hierarchy.fingerprint,
-            "base_model": base_path,
-            "training": config["training"],
-            "queries": _training_fingerprint(inputs.train_queries),
-            "eval_questions": inputs.questions.fingerprint,
-            "seed": seed,
-        }
-    )
+    # what both fine-tunes depend on; HEAL also on the tree (so a new tree redoes HEAL, never flat)
+    finetune_inputs = {
+        "base_model": base_path,
+        "training": config["training"],
+        "queries": _training_fingerprint(inputs.train_queries),
+        "eval_questions": inputs.questions.fingerprint,
+        "seed": seed,
+    }
+    model_key = _hash({**finetune_inputs, "hierarchy": hierarchy_key, "tree": hierarchy.fingerprint})
     from heal_rag.training.model_dir import is_heal_model_dir
 
     if not rebuilt and old_stages.get("finetune") == model_key and is_heal_model_dir(model_dir):
@@ -588,15 +586,7 @@ def run_pipeline(
     # 3. the flat fine-tune: same pairs, steps, batch size, seed; no hierarchy ----------------------------
     step_start = time.perf_counter()
     flat_dir = out / FLAT_SUBDIR
-    flat_key = _hash(
-        {
-            "base_model": base_path,
-            "training": config["training"],
-            "queries": _training_fingerprint(inputs.train_queries),
-            "eval_questions": inputs.questions.fingerprint,
-            "seed": seed,
-        }
-    )
+    flat_key = _hash(finetune_inputs)
     if old_stages.get("finetune_flat") == flat_key and is_heal_model_dir(flat_dir):
         reused.append("finetune_flat")
         logger.info("Step 3/5: reusing the flat fine-tune in %s", flat_dir)
@@ -799,6 +789,7 @@ def _configurations(
     """BM25, the three dense models, and each dense model fused with BM25, as RAG configurations."""
     from heal_rag._fusion_options import DEFAULT_CANDIDATES, DEFAULT_FUSION
     from heal_rag.evaluation.rag import RAGConfiguration
+    from heal_rag.evaluation.retrieval import BM25_NAME, hybrid_name
     from heal_rag.integrations import HEALEmbedding, HierarchicalRetriever, build_faiss_index
     from heal_rag.integrations.hybrid import bm25_retriever, hybrid_retriever
 
@@ -808,7 +799,7 @@ def _configurations(
     bm25_description = {"model": "BM25 (bm25s via llama-index-retrievers-bm25, stemmed)", "retriever": "bm25"}
     configurations = [
         RAGConfiguration(
-            "bm25",
+            BM25_NAME,
             retriever=bm25_retriever(nodes, similarity_top_k=top_k),
             description=bm25_description,
             **common,
@@ -847,7 +838,7 @@ def _configurations(
         fused = hybrid_retriever(dense(candidates), similarity_top_k=top_k, bm25=bm25_candidates)
         hybrids.append(
             RAGConfiguration(
-                f"{name}+bm25",
+                hybrid_name(name),
                 retriever=fused,
                 description={
                     **described,

@@ -75,6 +75,7 @@ __all__ = [
     "parse_decision",
     "load_pubmedqa_mixed",
     "METRIC_INFO",
+    "ranked_configurations",
     "make_endpoint_llm",
 ]
 
@@ -806,6 +807,20 @@ def evaluate_rag(
     )
 
 
+def ranked_configurations(summary: Mapping[str, Mapping[str, float]], metric: str) -> list[str]:
+    """Return the configurations with a finite mean ``metric``, best first (ties keep their order).
+
+    The headline of a report and the winner-vs-runner-up test both take the first two of this ranking.
+    """
+    higher_is_better = METRIC_INFO.get(metric, (True, ""))[0]
+    finite = {
+        name: value
+        for name, value in ((n, means.get(metric)) for n, means in summary.items())
+        if value is not None and math.isfinite(value)
+    }
+    return sorted(finite, key=finite.__getitem__, reverse=higher_is_better)
+
+
 def _aggregate(
     questions: QuestionSet,
     configurations: Sequence[RAGConfiguration],
@@ -898,7 +913,7 @@ def _aggregate(
         summary[name] = {m: ci.mean for m, ci in intervals[name].items()}
     if pairs is not None:
         pairs = list(dict.fromkeys(tuple(p) for p in pairs))
-        ranked = sorted(summary, key=lambda c: -np.nan_to_num(summary[c].get("ndcg@10", np.nan), nan=-1.0))
+        ranked = ranked_configurations(summary, "ndcg@10")
         if len(ranked) >= 2 and (ranked[1], ranked[0]) not in pairs and (ranked[0], ranked[1]) not in pairs:
             pairs.append((ranked[1], ranked[0]))
     comparisons = compare_configurations(

@@ -195,12 +195,13 @@ def headline(result: RAGEvaluationResult, metric: str = "ndcg@10") -> str | None
         'Best ndcg@10: heal+bm25 0.842, +0.012 over bm25 (runner-up; paired permutation p = 0.031)'
 
     """
-    values = {c: result.summary[c].get(metric) for c in result.configurations}
-    finite = {c: v for c, v in values.items() if v is not None and math.isfinite(v)}
-    if len(finite) < 2:
+    from heal_rag.evaluation.rag import ranked_configurations
+
+    order = ranked_configurations(result.summary, metric)
+    if len(order) < 2:
         return None
-    order = sorted(finite, key=finite.__getitem__, reverse=_higher_is_better(metric))
     winner, runner_up = order[0], order[1]
+    finite = {c: result.summary[c][metric] for c in (winner, runner_up)}
     if finite[winner] == finite[runner_up]:
         return f"No winner on {metric}: {winner} and {runner_up} tie at {_fmt(finite[winner])}."
     test = next(
@@ -221,8 +222,9 @@ def _topic_pair(configs: list[str]) -> tuple[str, str, str | None]:
     return reference, focus, also
 
 
-def _topic_label(row: Mapping[str, Any]) -> str:
-    return f"L{row['level']} T{row['topic']}: {', '.join(row['terms'])} (n={row['n_questions']})"
+def _topic_label(row: Mapping[str, Any], *, count: bool = True) -> str:
+    label = f"L{row['level']} T{row['topic']}: {', '.join(row['terms'])}"
+    return f"{label} (n={row['n_questions']})" if count else label
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -286,8 +288,9 @@ def to_markdown(
         lines.append("|---|---|" + "---|" * len(configs))
         for row in topics:
             cells = [_fmt(row["means"].get(c)) for c in configs]
-            label = f"L{row['level']} T{row['topic']}: {', '.join(row['terms'])}"
-            lines.append(f"| {label} | {row['n_questions']} | " + " | ".join(cells) + " |")
+            lines.append(
+                f"| {_topic_label(row, count=False)} | {row['n_questions']} | " + " | ".join(cells) + " |"
+            )
     if result.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in result.notes]
     if hierarchy is not None:
@@ -392,15 +395,24 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _plots(result: RAGEvaluationResult) -> list[tuple[str, str]]:
-    """(caption, base64 PNG) pairs; empty when matplotlib is missing."""
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the non-interactive Agg backend, or None when matplotlib is missing."""
     try:
         import matplotlib
 
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
-        import numpy as np
     except ImportError:
+        return None
+    return plt
+
+
+def _plots(result: RAGEvaluationResult) -> list[tuple[str, str]]:
+    """(caption, base64 PNG) pairs; empty when matplotlib is missing."""
+    import numpy as np
+
+    plt = _pyplot()
+    if plt is None:
         return []
     plots: list[tuple[str, str]] = []
     configs = result.configurations
@@ -468,14 +480,8 @@ def _topic_plot(topics: list[dict[str, Any]], configs: list[str]) -> tuple[str, 
     """Sorted bar chart of the focus-minus-reference nDCG@10 per topic (one panel per level)."""
     from heal_rag.evaluation.topics import difference
 
-    if not topics or len(configs) < 2:
-        return None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if not topics or len(configs) < 2 or plt is None:
         return None
     reference, focus, also = _topic_pair(configs)
     levels = sorted({row["level"] for row in topics})
