@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from heal_rag._checks import check_positive_int
 from heal_rag._io import atomic_write_npz, fingerprint_files, load_npz
 from heal_rag._models import resolve_model_name
 from heal_rag.datasets import RetrievalDataset, load_beir
@@ -132,12 +133,6 @@ class RetrievalResults(dict):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"The {name!r} parameter must be a positive integer. Got {value!r} instead.")
-    return value
-
-
 def _as_dataset(dataset_or_folder: RetrievalDataset | str | os.PathLike[str], split: str) -> RetrievalDataset:
     if isinstance(dataset_or_folder, RetrievalDataset):
         dataset = dataset_or_folder
@@ -219,7 +214,7 @@ def load_model(
             f"({type(error).__name__}: {error})."
         ) from None
     if max_seq_length is not None:
-        loaded.max_seq_length = _check_positive_int(max_seq_length, "max_seq_length")
+        loaded.max_seq_length = check_positive_int(max_seq_length, "max_seq_length")
     return loaded
 
 
@@ -385,10 +380,10 @@ def dense_run(
         A :class:`RetrievalRun` with the top-``k`` documents and scores of every query.
 
     """
-    k = _check_positive_int(k, "k")
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    k = check_positive_int(k, "k")
+    batch_size = check_positive_int(batch_size, "batch_size")
     if max_seq_length is not None:
-        _check_positive_int(max_seq_length, "max_seq_length")
+        check_positive_int(max_seq_length, "max_seq_length")
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     if isinstance(model, str | os.PathLike):
@@ -495,7 +490,7 @@ def bm25_run(
     """
     import bm25s
 
-    k = _check_positive_int(k, "k")
+    k = check_positive_int(k, "k")
     show_progress = show_progress and os.environ.get("TQDM_DISABLE", "0") in ("", "0")
     stemmer = _stemmer() if stem else None
     seconds: dict[str, float] = {}
@@ -613,10 +608,10 @@ def evaluate_models(
     fusion = DEFAULT_FUSION if fusion is None else fusion
     if include_hybrid:
         check_fusion(fusion, dense_weight)  # fail before minutes of encoding
-    k = _check_positive_int(k, "k")
-    _check_positive_int(batch_size, "batch_size")
+    k = check_positive_int(k, "k")
+    check_positive_int(batch_size, "batch_size")
     if max_seq_length is not None:
-        _check_positive_int(max_seq_length, "max_seq_length")
+        check_positive_int(max_seq_length, "max_seq_length")
     cutoffs = [int(m.split("@")[1]) for m in metrics if "@" in m]
     if cutoffs and k < max(cutoffs):
         logger.warning(

@@ -28,6 +28,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from heal_rag._checks import check_positive_int
 from heal_rag._fusion_options import DEFAULT_CANDIDATES, DEFAULT_FUSION, FUSION_METHODS, check_fusion
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,12 +45,6 @@ __all__ = [
     "fuse_runs",
     "hybrid_retriever",
 ]
-
-
-def _check_top_k(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"The {name!r} parameter must be a positive integer. Got {value!r} instead.")
-    return value
 
 
 def _fusion_retriever(
@@ -89,7 +84,7 @@ def bm25_retriever(nodes: Sequence[BaseNode], *, similarity_top_k: int = 10, ste
     nodes = list(nodes)
     if not nodes:
         raise ValueError("bm25_retriever needs at least one node; got none.")
-    _check_top_k(similarity_top_k, "similarity_top_k")
+    check_positive_int(similarity_top_k, "similarity_top_k")
     return BM25Retriever.from_defaults(
         nodes=nodes,
         stemmer=Stemmer.Stemmer("english") if stem else None,
@@ -134,8 +129,8 @@ def hybrid_retriever(
 
     """
     weights = check_fusion(fusion, dense_weight)
-    _check_top_k(similarity_top_k, "similarity_top_k")
-    _check_top_k(candidates, "candidates")
+    check_positive_int(similarity_top_k, "similarity_top_k")
+    check_positive_int(candidates, "candidates")
     if hasattr(dense, "as_retriever"):
         if nodes is None and bm25 is None:
             nodes = list(dense.docstore.docs.values())
@@ -192,7 +187,7 @@ def fuse_runs(
 
     """
     weights = check_fusion(fusion, dense_weight)
-    _check_top_k(k, "k")
+    check_positive_int(k, "k")
     retriever = _fusion_retriever([_run_retriever(dense), _run_retriever(bm25)], fusion, weights, k)
     fused: dict[str, dict[str, float]] = {}
     for query_id in dict.fromkeys([*dense, *bm25]):
