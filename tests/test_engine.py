@@ -423,3 +423,61 @@ def test_training_shows_a_bar_and_logs_losses_instead_of_printing_dicts(
     assert "2/2" in printed.err  # the training progress bar itself is still there
     lines = [r.getMessage() for r in caplog.records if r.name == LOSS_LOGGER]
     assert lines and lines[0].startswith("step 1/2: loss ")
+
+
+@pytest.mark.parametrize("source", ["tree", "mined"])
+def test_hard_negatives_train_and_are_recorded(source, tmp_path):
+    """Each pair gets one negative column; the loss sees it (3 text columns) and the config records it."""
+    documents = tiny_documents()
+    engine = HEALFinetuneEngine(
+        documents,
+        output_dir=tmp_path / "model",
+        hierarchy=HNMFK_PARAMS,
+        queries="pseudo",
+        hard_negatives=source,
+        **TINY_TRAINING,
+    )
+    engine.finetune()
+    counts = engine.metrics_["hard_negatives"]
+    assert sum(counts.values()) == engine.metrics_["n_pairs"]
+    if source == "tree":
+        assert counts["random"] == 0  # 40 documents in a 2-level tree: every pair finds a topic negative
+    config = load_model_dir(tmp_path / "model").config
+    assert config["training"]["hard_negatives"] == source
+
+
+def test_tree_negatives_need_the_hierarchy(tmp_path):
+    with pytest.raises(ValueError, match="needs use_hierarchy=True"):
+        HEALFinetuneEngine(tiny_documents(), output_dir=tmp_path, use_hierarchy=False, hard_negatives="tree")
+    with pytest.raises(ValueError, match="'hard_negatives' parameter must be one of"):
+        HEALFinetuneEngine(tiny_documents(), output_dir=tmp_path, hard_negatives="bm25")
+
+
+def test_dev_set_evaluates_each_epoch_and_keeps_the_best(tmp_path):
+    """Two epochs with a dev set: two dev scores are recorded, the best epoch is kept, dev queries unused."""
+    from heal_rag.datasets import RetrievalDataset
+
+    documents = tiny_documents()
+    corpus = {d.id: d for d in documents}
+    # dev queries are the titles of 5 documents: they must be dropped from the pseudo-query pairs
+    dev = RetrievalDataset(
+        corpus,
+        {f"q{i}": documents[i].title for i in range(5)},
+        {f"q{i}": {documents[i].id: 1} for i in range(5)},
+        name="dev",
+    )
+    training = {**TINY_TRAINING, "max_steps": None, "epochs": 2}
+    engine = HEALFinetuneEngine(
+        documents, output_dir=tmp_path / "m", use_hierarchy=False, queries="pseudo", dev_set=dev, **training
+    )
+    engine.finetune()
+    history = engine.metrics_["dev_history"]
+    assert [round(e["epoch"]) for e in history] == [1, 2]
+    assert engine.metrics_["best_epoch"] == max(history, key=lambda e: e["ndcg@10"])["epoch"]
+    assert engine.metrics_["dropped_dev_overlap"] >= 5
+    assert all(
+        p.query.strip().lower() not in {d.title.lower() for d in documents[:5]}
+        for p in engine.training_pairs_
+    )
+    with pytest.raises(TypeError, match="dev_set must be a RetrievalDataset"):
+        HEALFinetuneEngine(documents, output_dir=tmp_path / "x", dev_set={"q": "text"})

@@ -248,7 +248,7 @@ def test_bad_input_errors(model):
         heal_loss(q, d, torch.zeros(3, 2, dtype=torch.long), level_weights=[1, 1, 1])
     with pytest.raises(ValueError, match="non-negative"):
         heal_loss(q, d, torch.zeros(3, 2, dtype=torch.long), level_weights=[1, -1])
-    with pytest.raises(ValueError, match="must both have shape"):
+    with pytest.raises(ValueError, match="query_emb must have shape"):
         heal_loss(q, torch.randn(3, 5), torch.zeros(3, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="confidence values"):
         heal_loss(q, d, torch.zeros(3, 2, dtype=torch.long), confidence=torch.full((3, 2), 2.0))
@@ -313,3 +313,75 @@ def test_graded_contrast_gradients_finite_when_a_level_has_no_negative():
     assert torch.isfinite(q.grad).all() and torch.isfinite(d.grad).all() and q.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="contrast"):
         heal_loss(q, d, labels, contrast="bogus")
+
+
+def test_hard_negatives_flat_equal_mnrl_with_negatives(model, embeddings):
+    """Extra negative documents (doc_labels) in flat mode are exactly MNRL's (anchor, positive, negative)."""
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    q, d = embeddings
+    generator = torch.Generator().manual_seed(0)
+    n = d.roll(1, dims=0) + 0.1 * torch.randn(d.shape, generator=generator)  # other documents, perturbed
+    expected = MultipleNegativesRankingLoss(model, scale=20.0).compute_loss_from_embeddings([q, d, n], None)
+    doc_ids = torch.arange(12)[:, None]  # 6 positives, 6 distinct negatives
+    total, _ = heal_loss(q, torch.cat([d, n]), doc_ids[:6], temperature=0.05, doc_labels=doc_ids)
+    assert total.item() == pytest.approx(expected.item(), rel=1e-5)
+    # HEALLoss with 3 text columns: label rows are [pair block, negative block]
+    labels = torch.cat([LABELS, LABELS + torch.tensor([0, 0, 100])], dim=1)  # same topics, other documents
+    flat = HEALLoss(model, use_hierarchy=False, temperature=0.05, return_components=False)
+    assert flat.compute_loss_from_embeddings([q, d, n], labels).item() == pytest.approx(
+        expected.item(), rel=1e-5
+    )
+    with pytest.raises(ValueError, match="2 equal blocks"):
+        flat.compute_loss_from_embeddings([q, d, n], torch.cat([LABELS, LABELS[:, :2]], dim=1))
+
+
+def test_same_leaf_negative_is_a_topic_positive(embeddings):
+    """A negative from the anchor's own leaf counts as a positive at the topic levels only."""
+    q, d = embeddings
+    n = d.flip(0)
+    own = LABELS
+    same_leaf = torch.cat([LABELS[:, :2], LABELS[:, 2:] + 100], dim=1)  # same path, other document
+    other_topic = torch.cat([torch.full((6, 2), 50), LABELS[:, 2:] + 100], dim=1)  # unrelated topics
+    docs = torch.cat([d, n])
+    _, leaf_levels = heal_loss(q, docs, own, doc_labels=torch.cat([own, same_leaf]))
+    _, far_levels = heal_loss(q, docs, own, doc_labels=torch.cat([own, other_topic]))
+    # the document level sees the same negatives either way; the topic levels differ
+    assert leaf_levels[2].item() == pytest.approx(far_levels[2].item(), rel=1e-6)
+    assert not torch.allclose(leaf_levels[:2], far_levels[:2])
+
+
+def _soft_reference(q, d, labels, weights, temperature):
+    """Plain-loop cross-entropy to the tree-distance target."""
+    q = torch.nn.functional.normalize(q, dim=-1)
+    d = torch.nn.functional.normalize(d, dim=-1)
+    total = 0.0
+    for i in range(len(q)):
+        logits = [float(q[i] @ d[j]) / temperature for j in range(len(d))]
+        log_z = math.log(sum(math.exp(x) for x in logits))
+        target = [
+            sum(w for w, a, b in zip(weights, labels[i], labels[j], strict=True) if a == b)
+            for j in range(len(d))
+        ]
+        mass = sum(target)
+        total += -sum(t / mass * (x - log_z) for t, x in zip(target, logits, strict=True))
+    return total / len(q)
+
+
+def test_soft_targets_match_a_plain_loop_and_reduce_to_mnrl(model, embeddings):
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    q, d = embeddings
+    weights = [0.1, 0.3, 1.0]
+    total, per_level = heal_loss(q, d, LABELS, level_weights=weights, temperature=0.1, contrast="soft")
+    reference = _soft_reference(q, d, LABELS.tolist(), weights, 0.1)
+    assert total.item() == pytest.approx(reference, rel=1e-5)
+    assert (torch.tensor(weights) * per_level).sum().item() == pytest.approx(total.item(), rel=1e-6)
+    # the document level alone: a one-hot target, i.e. MNRL
+    flat, _ = heal_loss(q, d, LABELS[:, -1:], temperature=0.05, contrast="soft")
+    expected = MultipleNegativesRankingLoss(model, scale=20.0).compute_loss_from_embeddings([q, d], None)
+    assert flat.item() == pytest.approx(expected.item(), rel=1e-5)
+    # HEALLoss components sum to the loss
+    loss = HEALLoss(model, level_weights=weights, temperature=0.1, contrast="soft")
+    parts = loss.compute_loss_from_embeddings([q, d], LABELS)
+    assert sum(parts.values()).item() == pytest.approx(reference, rel=1e-5)

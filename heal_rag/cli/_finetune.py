@@ -11,7 +11,7 @@ import logging
 import sys
 from typing import Any
 
-from heal_rag._loss_options import CONTRAST_MODES, LEVEL_WEIGHT_PRESETS
+from heal_rag._loss_options import CONTRAST_MODES, HARD_NEGATIVE_SOURCES, LEVEL_WEIGHT_PRESETS
 from heal_rag.cli._common import positive_int, require_corpus_folder
 from heal_rag.cli._hierarchy import add_hnmfk_arguments, hnmfk_params
 
@@ -93,8 +93,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--contrast",
         choices=CONTRAST_MODES,
         default="graded",
-        help="what a positive is contrasted with per level: only that level's negatives (graded, default) "
-        "or every document of the batch (supcon)",
+        help="how the levels combine: a positive is contrasted with only that level's negatives (graded, "
+        "default) or with every document of the batch (supcon), or one cross-entropy to a target spread "
+        "over the tree (soft)",
+    )
+    training.add_argument(
+        "--hard-negatives",
+        choices=HARD_NEGATIVE_SOURCES,
+        default="none",
+        help="one extra negative document per pair: none (default), tree (a document of the same leaf "
+        "topic; needs the hierarchy) or mined (nearest documents under the base model, with "
+        "sentence-transformers' mine_hard_negatives)",
     )
     training.add_argument(
         "--level-weights",
@@ -208,6 +217,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate,
         temperature=args.temperature,
         contrast=args.contrast,
+        hard_negatives=args.hard_negatives,
         level_weights=parse_level_weights(args.level_weights),
         use_document_level=not args.no_document_level,
         max_steps=args.max_steps,

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from heal_rag._loss_options import check_contrast
+from heal_rag._loss_options import check_contrast, check_hard_negatives
 from heal_rag._models import resolve_model_name
 from heal_rag._version import __version__
 from heal_rag.training.model_dir import check_output_dir, save_model_dir
@@ -132,9 +132,20 @@ class HEALFinetuneEngine:
         epochs, batch_size, learning_rate, warmup_ratio, max_steps: training schedule; ``max_steps``
             (if set) overrides ``epochs``.
         temperature: HEAL softmax temperature τ.
-        contrast: what a positive is contrasted with at each level: ``"supcon"`` (every document of the
-            batch) or ``"graded"`` (only the negatives of that level); see
-            :func:`~heal_rag.training.loss.heal_loss`.
+        contrast: how the levels are combined: ``"graded"`` (a positive is contrasted only with the
+            negatives of its level), ``"supcon"`` (with every document of the batch) or ``"soft"`` (one
+            cross-entropy to a target spread over the tree); see :func:`~heal_rag.training.loss.heal_loss`.
+        hard_negatives: one extra document per pair that the query must rank below its own: ``"none"``
+            (default), ``"tree"`` (a document of the same leaf topic, else of the nearest topic above:
+            the hierarchy as hard negatives; needs ``use_hierarchy=True``) or ``"mined"`` (the nearest
+            documents under the base model, from sentence-transformers' ``mine_hard_negatives``, the usual
+            peer). Documents paired with the same query are never its negatives.
+        hard_negative_kwargs: overrides for ``mine_hard_negatives`` with ``hard_negatives="mined"``
+            (see :func:`~heal_rag.training.negatives.mined_negatives`).
+        dev_set: a RetrievalDataset split (queries, qrels and a corpus, which may be a sample of the
+            whole) to evaluate on after every epoch with sentence-transformers'
+            ``InformationRetrievalEvaluator``; the epoch with the best dev nDCG@10 is kept and the curve
+            recorded in ``metrics_["dev_history"]``. Its queries are never trained on.
         level_weights: λ per level: ``"document-heavy"`` (default), ``"fine-heavy"``, ``"coarse-heavy"``,
             ``"uniform"`` or one float per
             level (topic levels coarse to fine, then the document level).
@@ -186,7 +197,10 @@ class HEALFinetuneEngine:
         learning_rate: float = 2e-5,
         warmup_ratio: float = 0.1,
         temperature: float = 0.05,
-        contrast: Literal["supcon", "graded"] = "graded",
+        contrast: Literal["supcon", "graded", "soft"] = "graded",
+        hard_negatives: Literal["none", "tree", "mined"] = "none",
+        hard_negative_kwargs: Mapping[str, Any] | None = None,
+        dev_set: RetrievalDataset | None = None,
         level_weights: str | Sequence[float] = "document-heavy",
         use_document_level: bool = True,
         max_steps: int | None = None,
@@ -264,6 +278,23 @@ class HEALFinetuneEngine:
         self.temperature = float(temperature)
         check_contrast(contrast)
         self.contrast = contrast
+        check_hard_negatives(hard_negatives)
+        if hard_negatives == "tree" and not self.use_hierarchy:
+            raise ValueError(
+                "hard_negatives='tree' draws negatives from the topic hierarchy, so it needs "
+                "use_hierarchy=True (for the flat loss with tree negatives, give level_weights with 0 for "
+                "every topic level)."
+            )
+        self.hard_negatives = hard_negatives
+        self.hard_negative_kwargs = dict(hard_negative_kwargs or {})
+        if dev_set is not None and not (hasattr(dev_set, "qrels") and hasattr(dev_set, "corpus")):
+            raise TypeError(
+                "dev_set must be a RetrievalDataset split (queries, qrels, corpus). Got "
+                f"{type(dev_set).__name__}."
+            )
+        if dev_set is not None and not dev_set.qrels:
+            raise ValueError("dev_set has no qrels: load a split with judgments to evaluate on.")
+        self.dev_set = dev_set
         self.level_weights = (
             level_weights if isinstance(level_weights, str) else [float(w) for w in level_weights]
         )
@@ -522,6 +553,10 @@ class HEALFinetuneEngine:
                 eval_queries = eval_queries.queries
             pairs, dropped = exclude_eval_queries(pairs, eval_queries, on_overlap=self.on_eval_overlap)
         info["dropped_eval_overlap"] = dropped
+        if self.dev_set is not None:
+            pairs, info["dropped_dev_overlap"] = exclude_eval_queries(
+                pairs, self.dev_set.queries, on_overlap=self.on_eval_overlap
+            )
         if len(pairs) < 2:
             raise ValueError(
                 f"Only {len(pairs)} training pair(s) are left; contrastive training needs at least two. Give "
@@ -542,10 +577,69 @@ class HEALFinetuneEngine:
         text_of = {r[0]: embed_text(d) for r, d in zip(self._records, self.documents, strict=True)}
         return [p.positive if p.positive is not None else text_of[p.doc_id] for p in pairs]
 
-    def _batch_sampler(self) -> Any:
+    def _batch_sampler(self, label_width: int) -> Any:
         from heal_rag.training.sampler import heal_batch_sampler
 
-        return heal_batch_sampler(**self.sampler_kwargs)
+        kwargs: dict[str, Any] = {"label_width": label_width}
+        if self.hard_negatives != "none":
+            # A negative may be another pair's positive in the same batch: the labels say so (same document
+            # id), so only the pairs' own texts must not repeat.
+            kwargs["dedup_columns"] = ["anchor", "positive"]
+        return heal_batch_sampler(**kwargs, **self.sampler_kwargs)
+
+    def _hard_negative_rows(
+        self, pairs: list[TrainingPair], positives: list[str], hierarchy: Hierarchy | None
+    ) -> tuple[list[int], dict[str, Any]]:
+        """One negative document (its row in the corpus) per pair, and counts for the log."""
+        import numpy as np
+
+        from heal_rag.training.negatives import mined_negatives, tree_negatives
+
+        doc_row = {r[0]: i for i, r in enumerate(self._records)}
+        judged: dict[str, set[int]] = {}
+        for p in pairs:
+            judged.setdefault(p.query, set()).add(doc_row[p.doc_id])
+        exclude = [judged[p.query] for p in pairs]
+        rng = np.random.default_rng(self.seed)
+        if self.hard_negatives == "tree":
+            assert hierarchy is not None  # checked in __init__
+            tree_row = {str(d): i for i, d in enumerate(hierarchy.doc_ids)}
+            paths = hierarchy.paths[[tree_row[r[0]] for r in self._records]]
+            rows = [doc_row[p.doc_id] for p in pairs]
+            return tree_negatives(paths, rows, exclude, rng)
+        texts = [embed_text(d) for d in self.documents]
+        return mined_negatives(
+            [p.query for p in pairs],
+            positives,
+            texts,
+            exclude,
+            rng,
+            model_name=resolve_model_name(self.base_model),
+            max_seq_length=self.max_seq_length,
+            device=self.device,
+            show_progress=self.show_progress,
+            mining_kwargs=self.hard_negative_kwargs,
+        )
+
+    def _dev_evaluator(self) -> Any:
+        from sentence_transformers.evaluation import InformationRetrievalEvaluator
+
+        dev = self.dev_set
+        corpus = {doc_id: embed_text(doc) for doc_id, doc in dev.corpus.items()}
+        relevant = {q: {d for d, g in judged.items() if g > 0} for q, judged in dev.qrels.items()}
+        relevant = {q: docs for q, docs in relevant.items() if docs and q in dev.queries}
+        return InformationRetrievalEvaluator(
+            {q: dev.queries[q] for q in relevant},
+            corpus,
+            relevant,
+            name="dev",
+            ndcg_at_k=[10],
+            mrr_at_k=[10],
+            accuracy_at_k=[1],
+            precision_recall_at_k=[100],
+            map_at_k=[100],
+            show_progress_bar=self.show_progress,
+        )
 
     # -- public API --------------------------------------------------------------------------------------
     def finetune(self) -> None:
@@ -578,10 +672,24 @@ class HEALFinetuneEngine:
             self._write_metadata(hierarchy)
         pairs, info = self._make_pairs()
         labels = self._label_rows(pairs, hierarchy)
-        dataset = Dataset.from_dict(
-            {"anchor": [p.query for p in pairs], "positive": self._positive_texts(pairs), "label": labels}
-        )
-        sampler_factory = self._batch_sampler()
+        columns: dict[str, list[Any]] = {
+            "anchor": [p.query for p in pairs],
+            "positive": self._positive_texts(pairs),
+        }
+        label_width = len(labels[0])
+        if self.hard_negatives != "none":
+            negative_rows, info["hard_negatives"] = self._hard_negative_rows(
+                pairs, columns["positive"], hierarchy
+            )
+            negative_pairs = [
+                TrainingPair(query=p.query, doc_id=self._records[row][0], source="negative")
+                for p, row in zip(pairs, negative_rows, strict=True)
+            ]
+            columns["negative"] = [embed_text(self.documents[row]) for row in negative_rows]
+            negative_labels = self._label_rows(negative_pairs, hierarchy)
+            labels = [a + b for a, b in zip(labels, negative_labels, strict=True)]
+        dataset = Dataset.from_dict({**columns, "label": labels})
+        sampler_factory = self._batch_sampler(label_width)
         # Build the sampler once here so that a batch size too small for it fails now, with its message,
         # not after the model has loaded.
         try:
@@ -612,7 +720,12 @@ class HEALFinetuneEngine:
         n_active = (hierarchy.n_levels if hierarchy is not None else 0) + int(self.use_document_level)
         loss.resolve_level_weights(n_active)
 
+        # A dev set needs checkpoints to return to the best epoch; they go to a temporary folder.
+        keep_trainer_dir = self.checkpoint_dir is not None
         trainer_dir = self.checkpoint_dir or Path(tempfile.mkdtemp(prefix="heal-rag-trainer-"))
+        evaluator = self._dev_evaluator() if self.dev_set is not None else None
+        dev_metric = "eval_dev_cosine_ndcg@10"
+        save_strategy = "epoch" if (self.checkpoint_dir or evaluator is not None) else "no"
         args = SentenceTransformerTrainingArguments(
             output_dir=str(trainer_dir),
             num_train_epochs=self.epochs,
@@ -623,7 +736,12 @@ class HEALFinetuneEngine:
             seed=self.seed,
             data_seed=self.seed,
             batch_sampler=sampler_factory,
-            save_strategy="epoch" if self.checkpoint_dir else "no",
+            save_strategy=save_strategy,
+            eval_strategy="epoch" if evaluator is not None else "no",
+            load_best_model_at_end=evaluator is not None,
+            metric_for_best_model=dev_metric if evaluator is not None else None,
+            greater_is_better=True,
+            save_only_model=evaluator is not None and not keep_trainer_dir,
             report_to="none",
             logging_steps=max(1, total_steps // 50),
             disable_tqdm=not self.show_progress
@@ -634,7 +752,9 @@ class HEALFinetuneEngine:
             dataloader_drop_last=False,
             dataloader_pin_memory=torch.cuda.is_available() and self.device != "cpu",
         )
-        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
+        trainer = SentenceTransformerTrainer(
+            model=model, args=args, train_dataset=dataset, loss=loss, evaluator=evaluator
+        )
         # transformers writes every log dict (loss, per-level losses) between progress-bar redraws, or prints
         # it without bars. They go to the log instead (LOSS_LOGGER, shown by `heal-rag -v`) and, through
         # trainer.state.log_history, to heal_config.json.
@@ -658,7 +778,7 @@ class HEALFinetuneEngine:
         try:
             output = trainer.train()
         finally:
-            if self.checkpoint_dir is None:
+            if not keep_trainer_dir:
                 shutil.rmtree(trainer_dir, ignore_errors=True)
         train_seconds = time.perf_counter() - train_start
         history = [
@@ -667,6 +787,18 @@ class HEALFinetuneEngine:
             if "loss" in entry
         ]
         steps = int(output.global_step)
+        dev_history = [
+            {"epoch": round(float(e["epoch"]), 3), "step": int(e["step"]), "ndcg@10": float(e[dev_metric])}
+            for e in trainer.state.log_history
+            if dev_metric in e
+        ]
+        if dev_history:
+            best = max(dev_history, key=lambda e: e["ndcg@10"])
+            logger.info(
+                "Dev nDCG@10 per epoch: %s; kept epoch %g.",
+                ", ".join(f"{e['ndcg@10']:.4f}" for e in dev_history),
+                best["epoch"],
+            )
         metrics = {
             "training_wall_time_s": round(train_seconds, 3),
             "hierarchy_wall_time_s": round(hierarchy_seconds, 3),
@@ -680,6 +812,7 @@ class HEALFinetuneEngine:
             "loss_history": history,
             "n_pairs": len(pairs),
             "n_documents": len(self._records),
+            **({"dev_history": dev_history, "best_epoch": best["epoch"]} if dev_history else {}),
             **info,
         }
         config = {
@@ -694,6 +827,8 @@ class HEALFinetuneEngine:
                 "warmup_ratio": self.warmup_ratio,
                 "temperature": self.temperature,
                 "contrast": self.contrast,
+                "hard_negatives": self.hard_negatives,
+                "dev_set": None if self.dev_set is None else getattr(self.dev_set, "name", "given"),
                 "level_weights": self.level_weights,
                 "resolved_level_weights": loss.resolve_level_weights(n_active),
                 "use_document_level": self.use_document_level,

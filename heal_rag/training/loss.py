@@ -92,6 +92,7 @@ def heal_loss(
     prefix: bool = False,
     normalize_weights: bool = True,
     contrast: str = "graded",
+    doc_labels: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """HEAL loss of a batch of (query, document) pairs: one supervised contrastive term per level.
 
@@ -137,7 +138,19 @@ def heal_loss(
             then asks for "same topic above other topics" without flattening the finer ranking, so the
             levels compose into a graded order (own document > same leaf > same parent > rest). Both
             equal MNRL with the document level alone. ``"graded"`` is the default because it measured
-            better (evals/results/bench_retrieval.contrast_med_quick.md).
+            better (evals/results/bench_retrieval.contrast_med_quick.md). ``"soft"``: one cross-entropy
+            against a target distribution over the batch's documents instead of separate terms per level
+            (soft labels by tree distance, as in Bertinetto et al., "Making Better Mistakes", CVPR 2020):
+            document ``j`` gets target mass ``sum_l λ_l [j in P_l(i)]``, normalised per anchor, so the
+            own document gets the most, same-leaf documents less, same-parent documents less still. The
+            returned ``per_level[l]`` is level ``l``'s share of that cross-entropy before λ, and ``total =
+            sum_l λ_l per_level[l]`` (``normalize_weights`` does not apply: the target is normalised).
+        doc_labels: Integer tensor of shape (M, T), M >= B: the labels of ``doc_emb``'s rows when
+            ``doc_emb`` holds more documents than there are queries (hard negatives: rows ``B..M-1``).
+            Rows ``0..B-1`` must be the pairs' own documents. ``None``: ``doc_emb`` has B rows labelled by
+            ``labels``. Extra documents are candidates for every anchor; whether one is a positive at a
+            level follows from its labels (a same-leaf negative is a positive at the topic levels and a
+            negative at the document level).
 
     Returns:
         ``(total, per_level)``: the scalar loss and the unweighted per-level losses ``L_l`` (shape (T,),
@@ -154,25 +167,28 @@ def heal_loss(
         torch.Size([2])
 
     """
-    if query_emb.ndim != 2 or doc_emb.ndim != 2 or query_emb.shape != doc_emb.shape:
+    batch = query_emb.shape[0] if query_emb.ndim == 2 else -1
+    n_docs = batch if doc_labels is None else (doc_emb.shape[0] if doc_emb.ndim == 2 else -1)
+    if (
+        query_emb.ndim != 2
+        or doc_emb.ndim != 2
+        or doc_emb.shape != (n_docs, query_emb.shape[1])
+        or n_docs < batch
+    ):
         raise ValueError(
-            "query_emb and doc_emb must both have shape (batch, dim) and match. "
-            f"Got {tuple(query_emb.shape)} and {tuple(doc_emb.shape)} instead."
+            "query_emb must have shape (batch, dim) and doc_emb (batch, dim), or (M >= batch, dim) with "
+            f"doc_labels. Got {tuple(query_emb.shape)} and {tuple(doc_emb.shape)} instead."
         )
-    batch = query_emb.shape[0]
-    if not isinstance(labels, Tensor):
-        labels = torch.as_tensor(labels)
-    if labels.ndim == 1:
-        labels = labels[:, None]
-    if labels.ndim != 2 or labels.shape[0] != batch:
-        raise ValueError(
-            f"labels must have shape (batch={batch}, n_levels). Got {tuple(labels.shape)} instead. Each row "
-            "is [topic id at level 0, ..., topic id at level L-1, document id]."
-        )
-    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
-        raise ValueError(
-            f"labels must be an integer tensor (int64 topic and document ids). Got {labels.dtype}."
-        )
+    labels = _check_labels(labels, batch, "labels")
+    if doc_labels is None:
+        doc_labels = labels
+    else:
+        doc_labels = _check_labels(doc_labels, n_docs, "doc_labels")
+        if doc_labels.shape[1] != labels.shape[1]:
+            raise ValueError(
+                f"doc_labels has {doc_labels.shape[1]} levels but labels has {labels.shape[1]}; both rows "
+                "are [topic id at level 0, ..., topic id at level L-1, document id]."
+            )
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a positive number. Got {temperature!r} instead.")
     check_contrast(contrast)
@@ -186,16 +202,17 @@ def heal_loss(
         weights_list = _validate_weights(level_weights, n_levels)
     weights = torch.tensor(weights_list, dtype=torch.float32, device=device)
     labels = labels.to(device=device, dtype=torch.long)
+    doc_labels = doc_labels.to(device=device, dtype=torch.long)
 
     with torch.autocast(device_type=device.type, enabled=False):
         q = F.normalize(query_emb.float(), p=2, dim=-1)
         d = F.normalize(doc_emb.float(), p=2, dim=-1)
-        scores = (q @ d.T) / temperature  # (B, B): query i against document j
+        scores = (q @ d.T) / temperature  # (B, M): query i against document j
 
-        # positives[l, i, j]: document j shares anchor i's label path at level l (self included).
-        cols = labels.T  # (T, B)
-        known = cols >= 0
-        positives = (cols[:, :, None] == cols[:, None, :]) & known[:, :, None] & known[:, None, :]
+        # positives[l, i, j]: document j shares anchor i's label path at level l (own document included).
+        cols, doc_cols = labels.T, doc_labels.T  # (T, B), (T, M)
+        known, doc_known = cols >= 0, doc_cols >= 0
+        positives = (cols[:, :, None] == doc_cols[:, None, :]) & known[:, :, None] & doc_known[:, None, :]
         if prefix:
             # Cumulative AND over levels: a match at level l requires matches at all coarser levels.
             positives = torch.cummin(positives.to(torch.uint8), dim=0).values.bool()
@@ -204,21 +221,66 @@ def heal_loss(
             pos_weight = positives.float()
             anchor_weight = torch.ones(n_levels, batch, device=device)
         else:
+            if n_docs != batch:
+                raise ValueError("confidence weights are not supported together with extra doc_labels.")
             conf = _check_confidence(confidence, batch, n_levels, device)  # (T, B)
             pos_weight = positives.float() * conf[:, None, :]
             anchor_weight = conf
 
+        if contrast == "soft":
+            per_level = _soft_target_terms(scores, pos_weight, weights)
+            if symmetric:
+                own = pos_weight[:, :, :batch].transpose(1, 2)
+                per_level = 0.5 * (per_level + _soft_target_terms(scores[:, :batch].T, own, weights))
+            return (weights * per_level).sum(), per_level
+
         per_level = _directional_terms(scores, positives, pos_weight, anchor_weight, contrast)
         if symmetric:
-            # Document j as anchor over the queries. The label relation is symmetric and positive weights
-            # depend only on the positive's own confidence, so the same (T, B, B) weights apply.
+            # The pairs' own document j as anchor over the queries. On that (B, B) block the label relation
+            # is symmetric and positive weights depend only on the positive's own confidence, so the same
+            # weights apply; extra documents (hard negatives) have no query and are not anchors.
+            own = positives[:, :, :batch]
             per_level = 0.5 * (
-                per_level + _directional_terms(scores.T, positives, pos_weight, anchor_weight, contrast)
+                per_level
+                + _directional_terms(
+                    scores[:, :batch].T, own, pos_weight[:, :, :batch], anchor_weight, contrast
+                )
             )
 
         denominator = weights.sum() if normalize_weights else torch.ones((), device=device)
         total = (weights * per_level).sum() / denominator
     return total, per_level
+
+
+def _check_labels(labels: Any, rows: int, what: str) -> Tensor:
+    if not isinstance(labels, Tensor):
+        labels = torch.as_tensor(labels)
+    if labels.ndim == 1:
+        labels = labels[:, None]
+    if labels.ndim != 2 or labels.shape[0] != rows:
+        raise ValueError(
+            f"{what} must have shape (batch={rows}, n_levels). Got {tuple(labels.shape)} instead. Each row "
+            "is [topic id at level 0, ..., topic id at level L-1, document id]."
+        )
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
+        raise ValueError(
+            f"{what} must be an integer tensor (int64 topic and document ids). Got {labels.dtype}."
+        )
+    return labels
+
+
+def _soft_target_terms(scores: Tensor, pos_weight: Tensor, weights: Tensor) -> Tensor:
+    """Per-level shares (before λ) of the cross-entropy to the tree-distance target; shape (T,).
+
+    The target of anchor ``i`` is ``t_ij = sum_l λ_l w_lij / Z_i`` with ``Z_i = sum_lj λ_l w_lij``; the
+    cross-entropy ``-sum_j t_ij log p_ij`` splits by level into ``λ_l * (sum_j w_lij (-log p_ij)) / Z_i``.
+    """
+    log_prob = scores - torch.logsumexp(scores, dim=1, keepdim=True)  # (B, M)
+    mass = (weights[:, None, None] * pos_weight).sum(dim=(0, 2))  # Z_i, (B,)
+    has_target = mass > 0
+    shares = -(pos_weight * log_prob[None]).sum(dim=2) / mass.clamp_min(1e-12)  # (T, B)
+    n = has_target.sum().clamp_min(1)
+    return (shares * has_target).sum(dim=1) / n
 
 
 def _check_confidence(confidence: Tensor, batch: int, n_levels: int, device: torch.device) -> Tensor:
@@ -280,8 +342,8 @@ class HEALLoss(nn.Module):
         symmetric: Also add the document -> query direction.
         normalize_weights: Divide the weighted sum of the levels by ``sum(λ)`` (default), keeping the loss
             on the scale of a single in-batch-negatives loss.
-        contrast: ``"graded"`` (default) or ``"supcon"``: what a positive is contrasted with at each level
-            (see :func:`heal_loss`).
+        contrast: ``"graded"`` (default), ``"supcon"`` or ``"soft"`` (one cross-entropy to a tree-distance
+            target): how the levels are combined (see :func:`heal_loss`).
         return_components: Return a dict of weighted per-level terms (``level_0``, ..., ``document``) whose
             sum is the loss; sentence-transformers' trainer sums them and logs each one. ``False`` returns
             the scalar total. Either way, the unweighted per-level losses of the last call are kept in
@@ -305,6 +367,9 @@ class HEALLoss(nn.Module):
         | Texts                             | Labels                                   |
         +===================================+==========================================+
         | (anchor, positive) pairs          | int list (L + 1,): topic path + doc id   |
+        +-----------------------------------+------------------------------------------+
+        | (anchor, positive, negative_1..n) | int list ((n + 1)(L + 1),): one block    |
+        |                                   | per document column                      |
         +-----------------------------------+------------------------------------------+
 
     Relations:
@@ -426,35 +491,55 @@ class HEALLoss(nn.Module):
     ) -> Tensor | dict[str, Tensor]:
         """Embed the (query, document) columns and return the HEAL loss (or its weighted components)."""
         embeddings = _embed(self.model, list(sentence_features))
-        if len(embeddings) != 2:
+        if len(embeddings) < 2:
             raise ValueError(
-                f"HEALLoss expects (anchor, positive) pairs, i.e. 2 text columns besides the label. Got "
-                f"{len(embeddings)}."
+                "HEALLoss expects (anchor, positive[, negative_1, ...]) texts, i.e. at least 2 text columns "
+                f"besides the label. Got {len(embeddings)}."
             )
         return self.compute_loss_from_embeddings(embeddings, labels)
 
     def compute_loss_from_embeddings(
         self, embeddings: list[Tensor], labels: Tensor
     ) -> Tensor | dict[str, Tensor]:
-        """Loss from already computed [query, document] embeddings (see :meth:`forward`)."""
-        active = self.active_labels(labels)
+        """Loss from already computed [query, document, negatives...] embeddings (see :meth:`forward`).
+
+        With hard negatives (more than 2 columns) a label row is the pair's row followed by one row of the
+        same width per negative column: ``[pair path..., doc id, negative_1 path..., its doc id, ...]``.
+        """
+        n_doc_columns = len(embeddings) - 1
+        if n_doc_columns == 1:
+            blocks = [self.active_labels(labels)]
+        else:
+            if labels is None or labels.ndim != 2 or labels.shape[1] % n_doc_columns:
+                raise ValueError(
+                    f"With {n_doc_columns} document columns (positive + hard negatives) each label row must "
+                    f"hold {n_doc_columns} equal blocks [topic ids..., document id]. Got labels of shape "
+                    f"{None if labels is None else tuple(labels.shape)}."
+                )
+            width = labels.shape[1] // n_doc_columns
+            blocks = [
+                self.active_labels(labels[:, c * width : (c + 1) * width]) for c in range(n_doc_columns)
+            ]
+        active = blocks[0]
         weights = self.resolve_level_weights(active.shape[1])
         total, per_level = heal_loss(
             embeddings[0],
-            embeddings[1],
+            torch.cat(embeddings[1:]) if n_doc_columns > 1 else embeddings[1],
             active,
             level_weights=weights,
             temperature=self.temperature,
             symmetric=self.symmetric,
             normalize_weights=self.normalize_weights,
             contrast=self.contrast,
+            doc_labels=torch.cat(blocks) if n_doc_columns > 1 else None,
         )
         names = self.level_names(active.shape[1])
         values = per_level.detach().cpu().tolist()
         self.last_level_losses = dict(zip(names, values, strict=True))
         if not self.return_components:
             return total
-        scale = sum(weights) if self.normalize_weights else 1.0
+        # the components sum to ``total``: "soft" already weighs by λ without normalising
+        scale = sum(weights) if self.normalize_weights and self.contrast != "soft" else 1.0
         return {name: per_level[i] * (weights[i] / scale) for i, name in enumerate(names)}
 
     def get_config_dict(self) -> dict[str, Any]:

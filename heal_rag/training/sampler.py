@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -388,6 +389,7 @@ def heal_batch_sampler(
     topics_per_batch: int | None = None,
     docs_per_leaf: int = 2,
     seed: int | None = None,
+    label_width: int | None = None,
 ) -> Callable[..., HierarchicalBatchSampler]:
     """Adapter for ``SentenceTransformerTrainingArguments(batch_sampler=heal_batch_sampler(...))``.
 
@@ -404,6 +406,9 @@ def heal_batch_sampler(
         topics_per_batch: See :class:`HierarchicalBatchSampler`.
         docs_per_leaf: See :class:`HierarchicalBatchSampler`.
         seed: Overrides the trainer's seed when given.
+        label_width: Use only the first ``label_width`` entries of each label row (the pair's own
+            ``[topic ids..., document id]``; with hard negatives the rest labels the negatives). ``None``
+            uses the whole row.
 
     Returns:
         A factory with the signature the trainer calls.
@@ -414,8 +419,35 @@ def heal_batch_sampler(
         ... )
 
     """
+    return _SamplerFactory(
+        label_column=label_column,
+        dedup_columns=None if dedup_columns is None else tuple(dedup_columns),
+        topics_per_batch=topics_per_batch,
+        docs_per_leaf=docs_per_leaf,
+        seed=seed,
+        label_width=label_width,
+    )
 
-    def factory(
+
+@dataclass(frozen=True)
+class _SamplerFactory:
+    """The callable that :func:`heal_batch_sampler` returns.
+
+    A module-level class, so that the trainer can pickle it with its arguments when it saves a checkpoint
+    (a closure cannot be pickled).
+    """
+
+    label_column: str | None
+    dedup_columns: tuple[str, ...] | None
+    topics_per_batch: int | None
+    docs_per_leaf: int
+    seed: int | None
+    label_width: int | None
+
+    __name__ = "heal_batch_sampler"
+
+    def __call__(
+        self,
         dataset: Any,
         batch_size: int,
         drop_last: bool,
@@ -426,15 +458,16 @@ def heal_batch_sampler(
         columns = list(getattr(dataset, "column_names", None) or [])
         if not columns:
             raise ValueError("heal_batch_sampler needs a datasets.Dataset with named columns.")
-        column = label_column
+        column = self.label_column
         if column is None:
             column = next((c for c in (valid_label_columns or []) if c in columns), None)
         if column is None or column not in columns:
             raise ValueError(
-                f"heal_batch_sampler needs a label column ({label_column or valid_label_columns}) holding "
-                f"[topic ids per level..., document id] per sample; the dataset has columns {columns}."
+                f"heal_batch_sampler needs a label column ({self.label_column or valid_label_columns}) "
+                "holding [topic ids per level..., document id] per sample; the dataset has columns "
+                f"{columns}."
             )
-        if dedup_columns is None:
+        if self.dedup_columns is None:
             features = getattr(dataset, "features", {}) or {}
             text_columns = [
                 c
@@ -442,21 +475,21 @@ def heal_batch_sampler(
                 if c != column and getattr(features.get(c), "dtype", None) in ("string", "large_string")
             ]
         else:
-            missing = [c for c in dedup_columns if c not in columns]
+            missing = [c for c in self.dedup_columns if c not in columns]
             if missing:
                 raise ValueError(f"dedup_columns {missing} are not in the dataset (columns: {columns}).")
-            text_columns = list(dedup_columns)
+            text_columns = list(self.dedup_columns)
         values = [dataset[c] for c in text_columns]
         keys = [tuple(row) for row in zip(*values, strict=True)] if values else None
+        labels = dataset[column]
+        if self.label_width is not None:
+            labels = [row[: self.label_width] for row in labels]
         return HierarchicalBatchSampler(
-            dataset[column],
+            labels,
             batch_size,
-            topics_per_batch=topics_per_batch,
-            docs_per_leaf=docs_per_leaf,
+            topics_per_batch=self.topics_per_batch,
+            docs_per_leaf=self.docs_per_leaf,
             drop_last=drop_last,
-            seed=factory_seed if factory_seed is not None else (seed if seed is not None else 0),
+            seed=self.seed if self.seed is not None else (seed if seed is not None else 0),
             dedup_keys=keys,
         )
-
-    factory_seed = seed
-    return factory

@@ -1,0 +1,508 @@
+"""The HEAL retrieval study (issue 9): does the topic hierarchy make a fine-tune retrieve better?
+
+Protocol (the same for every system; only the loss, the sampler or the negatives differ):
+
+- **dev**: SciFact's train claims are split 80/20 (seed 0). Models train on the 80 % with the train qrels
+  and are evaluated on the 20 % after every epoch (sentence-transformers' ``InformationRetrievalEvaluator``
+  inside the trainer); the best epoch is kept and the whole curve recorded. The dev corpus is every
+  document judged for a dev claim plus a seeded random sample of the others (``--dev-corpus``), embedded at
+  the training length, so that a dev run costs minutes on a CPU. All choices are made here.
+- **test**: the chosen configurations train on all train claims for the chosen number of epochs (no dev
+  set: what a user of the defaults gets) and are evaluated once on SciFact test, full corpus, 256 tokens,
+  dense and fused with BM25 (``<system>+bm25``).
+
+Every (stage, regime, system, seed) run is one JSON record under ``evals/results/study_heal/runs/``; a run
+whose record exists is skipped, so the study is re-run piece by piece and ``table`` rebuilds the tables
+(mean ± sd over seeds, paired tests per seed and pooled over seeds) from the records alone.
+
+Usage:
+    python evals/study_heal.py dev --systems flat heal heal-tree --seeds 0 1 2
+    python evals/study_heal.py test --systems flat heal-tree --seeds 0 1 2 --epochs 3
+    python evals/study_heal.py table
+
+Results: evals/results/study_heal.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import REPO_ROOT, SHARED_DATA_DIR, provenance, write_results  # noqa: E402
+
+logger = logging.getLogger("study_heal")
+
+RUNS_DIR = REPO_ROOT / "evals" / "results" / "study_heal" / "runs"
+WORK_DIR = REPO_ROOT / "evals" / "cache" / "study_heal"
+SCIFACT = SHARED_DATA_DIR / "scifact"
+DEV_SPLIT_SEED = 0
+DEV_SHARE = 0.2
+
+#: The systems compared: engine settings on top of the shared training budget. ``flat`` is a plain
+#: in-batch-negatives fine-tune (MultipleNegativesRankingLoss); everything else uses the topic hierarchy
+#: in the loss, the sampler, the negatives, or several of them.
+SYSTEMS: dict[str, dict[str, Any]] = {
+    "flat": {"use_hierarchy": False},
+    "flat-mined": {"use_hierarchy": False, "hard_negatives": "mined"},
+    "heal": {"use_hierarchy": True},
+    "heal-sampler": {"use_hierarchy": True, "level_weights": [0.0, 0.0, 1.0]},
+    "heal-tree": {"use_hierarchy": True, "hard_negatives": "tree"},
+    "sampler-tree": {"use_hierarchy": True, "level_weights": [0.0, 0.0, 1.0], "hard_negatives": "tree"},
+    "heal-mined": {"use_hierarchy": True, "hard_negatives": "mined"},
+    "heal-soft": {"use_hierarchy": True, "contrast": "soft", "level_weights": [0.02, 0.05, 1.0]},
+    "heal-supcon": {"use_hierarchy": True, "contrast": "supcon"},
+}
+DESCRIPTIONS = {
+    "flat": "document level only, random batches (MNRL)",
+    "flat-mined": "flat + 1 negative mined by the base model (mine_hard_negatives)",
+    "heal": "HEAL defaults: graded contrast, document-heavy λ, hierarchy sampler",
+    "heal-sampler": "hierarchy sampler, topic levels weighted 0",
+    "heal-tree": "HEAL + 1 same-leaf negative per pair",
+    "sampler-tree": "hierarchy sampler + same-leaf negative, topic levels weighted 0",
+    "heal-mined": "HEAL + 1 mined negative",
+    "heal-soft": "soft tree-distance target, λ [0.02, 0.05, 1]",
+    "heal-supcon": "HEAL with the paper's SupCon contrast",
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("stage", choices=("dev", "test", "table"))
+    parser.add_argument("--systems", nargs="+", choices=sorted(SYSTEMS), default=["flat", "heal"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--epochs", type=int, default=4, help="dev: the most epochs; test: epochs to train")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=2e-5)
+    parser.add_argument("--train-seq-length", type=int, default=128, help="tokens while training")
+    parser.add_argument("--eval-seq-length", type=int, default=None, help="dev: training length; test: 256")
+    parser.add_argument("--dev-corpus", type=int, default=1500, help="documents in the dev corpus")
+    parser.add_argument("--tag", default="", help="suffix of the run folder (a variant of the protocol)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    return parser.parse_args(argv)
+
+
+# ------------------------------------------------------------------------------------------------------
+# data
+# ------------------------------------------------------------------------------------------------------
+
+
+def scifact() -> tuple[Any, Any, Any]:
+    """(all train claims, their 80 % training part, the 20 % dev part), all over the full corpus."""
+    from heal_rag.datasets import load_beir
+
+    train_all = load_beir(SCIFACT, split="train", name="scifact-train")
+    train, dev = train_all.split(test_size=DEV_SHARE, seed=DEV_SPLIT_SEED)
+    return train_all, train, dev
+
+
+def dev_subcorpus(dev: Any, size: int) -> Any:
+    """The dev claims over their judged documents plus a seeded sample of the others (``size`` in all)."""
+    from heal_rag.datasets import RetrievalDataset
+
+    judged = {d for docs in dev.qrels.values() for d in docs}
+    others = sorted(d for d in dev.corpus if d not in judged)
+    random.Random(DEV_SPLIT_SEED).shuffle(others)
+    keep = judged | set(others[: max(0, size - len(judged))])
+    corpus = {d: doc for d, doc in dev.corpus.items() if d in keep}
+    return RetrievalDataset(corpus, dev.queries, dev.qrels, name=f"scifact-dev{size}")
+
+
+def hierarchy_for(dataset: Any) -> Any:
+    """The HNMFk hierarchy of the full SciFact corpus (engine defaults, seed 0), fitted once and cached."""
+    from heal_rag.hierarchy import Hierarchy, HNMFk
+
+    folder = WORK_DIR / "hierarchy_scifact"
+    if folder.is_dir():
+        try:
+            return Hierarchy.load(folder)
+        except (OSError, ValueError) as error:
+            logger.warning("Refitting the hierarchy: %s", error)
+    start = time.perf_counter()
+    hierarchy = HNMFk(random_state=0, progress=False).fit(dataset.texts, doc_ids=dataset.doc_ids).hierarchy_
+    logger.info("HNMFk on %d documents: %.0f s", len(dataset.corpus), time.perf_counter() - start)
+    hierarchy.save(folder)
+    return hierarchy
+
+
+def qrels_agreement(hierarchy: Any, dataset: Any) -> dict[str, float]:
+    """How often two documents judged relevant to the same claim share a topic, per level, vs chance."""
+    import numpy as np
+
+    row = {str(d): i for i, d in enumerate(hierarchy.doc_ids)}
+    paths = hierarchy.paths
+    out: dict[str, float] = {}
+    pairs = [
+        (row[a], row[b])
+        for docs in dataset.qrels.values()
+        for i, a in enumerate(sorted(docs))
+        for b in sorted(docs)[i + 1 :]
+    ]
+    for level in range(hierarchy.n_levels):
+        labels = paths[:, level]
+        same = np.mean([labels[a] == labels[b] for a, b in pairs]) if pairs else float("nan")
+        _, counts = np.unique(labels, return_counts=True)
+        chance = float(((counts / counts.sum()) ** 2).sum())
+        out[f"level_{level}_same"] = round(float(same), 3)
+        out[f"level_{level}_chance"] = round(chance, 3)
+    out["judged_pairs"] = len(pairs)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------
+# one run
+# ------------------------------------------------------------------------------------------------------
+
+
+def run_path(stage: str, system: str, seed: int, tag: str) -> Path:
+    return (
+        RUNS_DIR / f"{stage}{'-' + tag if tag else ''}" / "scifact-supervised" / system / f"seed{seed}.json"
+    )
+
+
+def train_and_evaluate(stage: str, system: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    from heal_rag import HEALFinetuneEngine
+    from heal_rag.datasets import load_beir
+    from heal_rag.evaluation.retrieval import evaluate_models
+
+    train_all, train, dev = scifact()
+    hierarchy = hierarchy_for(train_all) if SYSTEMS[system]["use_hierarchy"] else None
+    out_dir = WORK_DIR / "models" / f"{stage}-{system}-seed{seed}"
+    settings = dict(SYSTEMS[system])
+    if settings.get("hard_negatives") == "mined":
+        settings["hard_negative_kwargs"] = {"cache_folder": str(WORK_DIR / "mining_cache"), "verbose": False}
+    if stage == "dev":
+        dev_set = dev_subcorpus(dev, args.dev_corpus)
+        queries, eval_set, epochs = train, dev_set, args.epochs
+        eval_length = args.eval_seq_length or args.train_seq_length
+    else:
+        dev_set = None
+        queries, epochs = train_all, args.epochs
+        eval_set = load_beir(SCIFACT, split="test", name="scifact-test")
+        eval_length = args.eval_seq_length or 256
+    engine = HEALFinetuneEngine(
+        train_all,  # the corpus
+        base_model=None,
+        output_dir=out_dir,
+        hierarchy=hierarchy,
+        queries=queries,
+        eval_queries=eval_set.queries,
+        dev_set=dev_set,
+        epochs=epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        max_seq_length=args.train_seq_length,
+        seed=seed,
+        overwrite=True,
+        show_progress=args.verbose,
+        **settings,
+    )
+    engine.finetune()
+    metrics = engine.metrics_
+    start = time.perf_counter()
+    results = evaluate_models(
+        eval_set,
+        [str(out_dir)],
+        max_seq_length=eval_length,
+        include_bm25=stage == "test",
+        include_hybrid=stage == "test",
+        show_progress=args.verbose,
+        batch_size=64,
+    )
+    eval_seconds = time.perf_counter() - start
+    systems = {str(out_dir): system, "bm25": "bm25", f"{out_dir}+bm25": f"{system}+bm25"}
+    record = {
+        "stage": stage,
+        "regime": "scifact-supervised",
+        "system": system,
+        "description": DESCRIPTIONS[system],
+        "seed": seed,
+        "settings": SYSTEMS[system],
+        "budget": {
+            "epochs": epochs,
+            "batch_size": args.batch_size,
+            "learning_rate": args.learning_rate,
+            "train_seq_length": args.train_seq_length,
+            "eval_seq_length": eval_length,
+            "steps": metrics["steps"],
+            "n_pairs": metrics["n_pairs"],
+        },
+        "eval_set": {
+            "name": eval_set.name,
+            "queries": len(eval_set.queries),
+            "documents": len(eval_set.corpus),
+        },
+        "dev_history": metrics.get("dev_history"),
+        "best_epoch": metrics.get("best_epoch"),
+        "hard_negatives": metrics.get("hard_negatives"),
+        "metrics": {systems.get(k, k): dict(v) for k, v in results.items()},
+        "per_query_ndcg@10": {systems.get(k, k): v["ndcg@10"] for k, v in results.per_query.items()},
+        "train_wall_s": metrics["training_wall_time_s"],
+        "eval_wall_s": round(eval_seconds, 1),
+        "provenance": provenance(vars(args), seed=seed),
+    }
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return record
+
+
+def base_record(stage: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The untrained base model (and, on test, BM25 and base+BM25) on the stage's evaluation set."""
+    from heal_rag.datasets import load_beir
+    from heal_rag.evaluation.retrieval import evaluate_models
+
+    train_all, _, dev = scifact()
+    if stage == "dev":
+        eval_set, length = dev_subcorpus(dev, args.dev_corpus), args.eval_seq_length or args.train_seq_length
+    else:
+        eval_set, length = load_beir(SCIFACT, split="test", name="scifact-test"), args.eval_seq_length or 256
+    results = evaluate_models(
+        eval_set,
+        ["default"],
+        max_seq_length=length,
+        include_bm25=True,
+        include_hybrid=True,
+        show_progress=args.verbose,
+        batch_size=64,
+        cache_dir=REPO_ROOT / "evals" / "cache" / "embeddings",
+    )
+    names = {"default": "base", "bm25": "bm25", "default+bm25": "base+bm25"}
+    return {
+        "stage": stage,
+        "system": "base",
+        "seed": None,
+        "eval_set": {
+            "name": eval_set.name,
+            "queries": len(eval_set.queries),
+            "documents": len(eval_set.corpus),
+        },
+        "budget": {"eval_seq_length": length},
+        "metrics": {names.get(k, k): dict(v) for k, v in results.items()},
+        "per_query_ndcg@10": {names.get(k, k): v["ndcg@10"] for k, v in results.per_query.items()},
+        "provenance": provenance(vars(args), seed=None),
+    }
+
+
+def save_record(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------------------
+# tables
+# ------------------------------------------------------------------------------------------------------
+
+
+def load_records() -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(RUNS_DIR.glob("*/*/*/*.json"))]
+
+
+def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def stage_tables(stage_dir: str, records: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
+    """Markdown lines and JSON summary of one stage folder: systems by mean nDCG@10, paired tests."""
+    from heal_rag.evaluation.stats import paired_test
+
+    base = next((r for r in records if r["system"] == "base"), None)
+    trained = [r for r in records if r["system"] != "base"]
+    per_system: dict[str, dict[int | None, dict[str, float]]] = {}
+    rows: dict[str, dict[str, Any]] = {}
+    for r in trained:
+        for name, per_query in r["per_query_ndcg@10"].items():
+            if name == "bm25":
+                continue
+            per_system.setdefault(name, {})[r["seed"]] = per_query
+            row = rows.setdefault(name, {"ndcg": [], "recall": [], "epochs": [], "train_s": [], "seeds": []})
+            row["ndcg"].append(r["metrics"][name]["ndcg@10"])
+            row["recall"].append(r["metrics"][name]["recall@100"])
+            row["seeds"].append(r["seed"])
+            if "+" not in name:
+                row["epochs"].append(r.get("best_epoch") or r["budget"]["epochs"])
+                row["train_s"].append(r["train_wall_s"])
+    if base is not None:
+        for name, per_query in base["per_query_ndcg@10"].items():
+            per_system[name] = {None: per_query}
+            rows[name] = {
+                "ndcg": [base["metrics"][name]["ndcg@10"]],
+                "recall": [base["metrics"][name]["recall@100"]],
+                "epochs": [],
+                "train_s": [],
+                "seeds": [None],
+            }
+    ordered = sorted(rows, key=lambda n: -statistics.mean(rows[n]["ndcg"]))
+    lines = [
+        "| system | nDCG@10 (mean ± sd) | Recall@100 | seeds | best epoch | train s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in ordered:
+        row = rows[name]
+        seeds = ",".join("–" if s is None else str(s) for s in row["seeds"])
+        epochs = ",".join(f"{e:g}" for e in row["epochs"]) or "–"
+        train_s = f"{statistics.median(row['train_s']):.0f}" if row["train_s"] else "–"
+        lines.append(
+            f"| {name} | {_mean_sd(row['ndcg'])} | {_mean_sd(row['recall'])} | {seeds} | {epochs} "
+            f"| {train_s} |"
+        )
+
+    # paired tests of every trained system against flat (and base), per seed and pooled over seeds
+    tests: list[dict[str, Any]] = []
+    references = [n for n in ("flat", "base", "flat+bm25", "base+bm25") if n in per_system]
+    for name in ordered:
+        for ref in references:
+            if name == ref or ("+" in name) != ("+" in ref) or name in ("base", "base+bm25", "bm25"):
+                continue
+            seeds = sorted(s for s in per_system[name] if s is not None)
+            per_seed = []
+            for seed in seeds:
+                a = per_system[ref].get(seed, per_system[ref].get(None))
+                if a is None:
+                    continue
+                qids = sorted(a)
+                c = paired_test([a[q] for q in qids], [per_system[name][seed][q] for q in qids], seed=0)
+                per_seed.append({"seed": seed, "diff": c.diff, "p": c.p_value})
+            if not per_seed:
+                continue
+            qids = sorted(next(iter(per_system[ref].values())))
+
+            def mean_over_seeds(system: str, q: str, seeds: list[int] = seeds) -> float:
+                runs = per_system[system]
+                return statistics.mean(runs[s][q] for s in (seeds if None not in runs else [None]))
+
+            pooled = paired_test(
+                [mean_over_seeds(ref, q) for q in qids], [mean_over_seeds(name, q) for q in qids], seed=0
+            )
+            tests.append(
+                {
+                    "system": name,
+                    "reference": ref,
+                    "pooled": pooled.to_dict(),
+                    "per_seed": per_seed,
+                    "holds_across_seeds": all(p["diff"] > 0 for p in per_seed)
+                    or all(p["diff"] < 0 for p in per_seed),
+                }
+            )
+    eval_set = (base or trained[0])["eval_set"] if (base or trained) else {}
+    lines += [
+        "",
+        f"Evaluated on {eval_set.get('name')} ({eval_set.get('queries')} queries, "
+        f"{eval_set.get('documents')} documents).",
+        "",
+        "Paired differences in nDCG@10 (pooled: per-query mean over seeds; bootstrap 95 % CI, sign-flip p; "
+        "per seed: diff (p)):",
+        "",
+    ]
+    for t in tests:
+        p = t["pooled"]
+        per_seed = ", ".join(f"s{x['seed']} {x['diff']:+.4f} ({x['p']:.2g})" for x in t["per_seed"])
+        lines.append(
+            f"- {t['system']} − {t['reference']}: {p['diff']:+.4f} [{p['low']:+.4f}, {p['high']:+.4f}], "
+            f"p = {p['p_value']:.3g}; per seed: {per_seed}"
+        )
+    curves = [
+        f"- {r['system']} seed {r['seed']}: " + ", ".join(f"{e['ndcg@10']:.4f}" for e in r["dev_history"])
+        for r in trained
+        if r.get("dev_history")
+    ]
+    if curves:
+        lines += [
+            "",
+            "Dev nDCG@10 after each epoch (InformationRetrievalEvaluator, best epoch kept):",
+            "",
+            *curves,
+        ]
+    summary = {"systems": {n: rows[n] for n in ordered}, "tests": tests}
+    return lines, summary
+
+
+def write_tables(args: argparse.Namespace) -> None:
+    records = load_records()
+    by_stage: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        stage = r.get("stage_dir") or r["stage"]
+        by_stage.setdefault(stage, []).append(r)
+    lines = [
+        "# HEAL retrieval study (issue 9): SciFact supervised",
+        "",
+        "Produced by `evals/study_heal.py` (protocol in its docstring). Each row: mean ± sd over seeds; "
+        "the test figures are computed once per final configuration. Commands, commits, seeds and versions "
+        "of each run are in `evals/results/study_heal/runs/`.",
+        "",
+    ]
+    payload: dict[str, Any] = {"stages": {}}
+    for stage in sorted(by_stage):
+        stage_lines, summary = stage_tables(stage, by_stage[stage])
+        lines += [f"## {stage}", "", *stage_lines, ""]
+        payload["stages"][stage] = summary
+    payload["provenance"] = provenance({"stage": "table"}, seed=None)
+    json_path, md_path = write_results(
+        REPO_ROOT / "evals" / "results" / "study_heal", payload, "\n".join(lines)
+    )
+    print("\n".join(lines))
+    print(f"\nwrote {json_path} and {md_path}")
+
+
+# ------------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("heal_rag.training.engine").setLevel(logging.INFO)
+    if not args.verbose:
+        os.environ.setdefault("TQDM_DISABLE", "1")
+    if args.stage == "table":
+        write_tables(args)
+        return 0
+    stage_dir = f"{args.stage}{'-' + args.tag if args.tag else ''}"
+    base_path = RUNS_DIR / stage_dir / "scifact-supervised" / "base" / "none.json"
+    if not base_path.is_file():
+        record = base_record(args.stage, args)
+        record["stage_dir"] = stage_dir
+        save_record(base_path, record)
+        logger.info("base: %s", record["metrics"])
+    agreement_path = RUNS_DIR.parent / "hierarchy_qrels_agreement.json"
+    if not agreement_path.is_file():
+        train_all = scifact()[0]
+        save_record(agreement_path, qrels_agreement(hierarchy_for(train_all), train_all))
+    for seed in args.seeds:
+        for system in args.systems:
+            path = run_path(args.stage, system, seed, args.tag)
+            if path.is_file():
+                logger.info("%s seed %d: done already (%s)", system, seed, path)
+                continue
+            start = time.perf_counter()
+            record = train_and_evaluate(args.stage, system, seed, args)
+            record["stage_dir"] = stage_dir
+            record["wall_s"] = round(time.perf_counter() - start, 1)
+            save_record(path, record)
+            logger.info(
+                "%s seed %d: %s (dev curve %s, %.0f s)",
+                system,
+                seed,
+                {k: round(v["ndcg@10"], 4) for k, v in record["metrics"].items()},
+                [round(e["ndcg@10"], 4) for e in record["dev_history"] or []],
+                record["wall_s"],
+            )
+    write_tables(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
