@@ -214,12 +214,19 @@ def train_and_evaluate(stage: str, system: str, seed: int, args: argparse.Namesp
         eval_set,
         [str(out_dir)],
         max_seq_length=eval_length,
-        include_bm25=stage == "test",
-        include_hybrid=stage == "test",
+        include_bm25=True,
+        include_hybrid=True,  # HEAL must also help on top of BM25
         show_progress=args.verbose,
         batch_size=64,
     )
     eval_seconds = time.perf_counter() - start
+    full_length = None
+    if stage == "dev" and eval_length != 256:
+        # the check that training and scoring dev at 128 tokens does not change the ranking of systems:
+        # the same kept model, scored again at the full 256 tokens
+        full_length = evaluate_models(
+            eval_set, [str(out_dir)], max_seq_length=256, show_progress=args.verbose, batch_size=64
+        )
     systems = {str(out_dir): system, "bm25": "bm25", f"{out_dir}+bm25": f"{system}+bm25"}
     record = {
         "stage": stage,
@@ -247,6 +254,12 @@ def train_and_evaluate(stage: str, system: str, seed: int, args: argparse.Namesp
         "hard_negatives": metrics.get("hard_negatives"),
         "metrics": {systems.get(k, k): dict(v) for k, v in results.items()},
         "per_query_ndcg@10": {systems.get(k, k): v["ndcg@10"] for k, v in results.per_query.items()},
+        "metrics_256_tokens": None
+        if full_length is None
+        else {systems.get(k, k): dict(v) for k, v in full_length.items()},
+        "per_query_ndcg@10_256_tokens": None
+        if full_length is None
+        else {systems.get(k, k): v["ndcg@10"] for k, v in full_length.per_query.items()},
         "train_wall_s": metrics["training_wall_time_s"],
         "eval_wall_s": round(eval_seconds, 1),
         "provenance": provenance(vars(args), seed=seed),
@@ -276,7 +289,23 @@ def base_record(stage: str, args: argparse.Namespace) -> dict[str, Any]:
         cache_dir=REPO_ROOT / "evals" / "cache" / "embeddings",
     )
     names = {"default": "base", "bm25": "bm25", "default+bm25": "base+bm25"}
+    full_length = None
+    if stage == "dev" and length != 256:
+        full_length = evaluate_models(
+            eval_set,
+            ["default"],
+            max_seq_length=256,
+            show_progress=args.verbose,
+            batch_size=64,
+            cache_dir=REPO_ROOT / "evals" / "cache" / "embeddings",
+        )
     return {
+        "metrics_256_tokens": None
+        if full_length is None
+        else {names.get(k, k): dict(v) for k, v in full_length.items()},
+        "per_query_ndcg@10_256_tokens": None
+        if full_length is None
+        else {names.get(k, k): v["ndcg@10"] for k, v in full_length.per_query.items()},
         "stage": stage,
         "system": "base",
         "seed": None,
@@ -427,7 +456,27 @@ def stage_tables(stage_dir: str, records: list[dict[str, Any]]) -> tuple[list[st
             "",
             *curves,
         ]
-    summary = {"systems": {n: rows[n] for n in ordered}, "tests": tests}
+    long_runs: dict[str, dict[str, list[float]]] = {}
+    for r in records:
+        for name, values in (r.get("metrics_256_tokens") or {}).items():
+            if name != "bm25" and "+" not in name:
+                entry = long_runs.setdefault(name, {"128": [], "256": []})
+                entry["128"].append(r["metrics"][name]["ndcg@10"])
+                entry["256"].append(values["ndcg@10"])
+    if long_runs:
+        lines += [
+            "",
+            "The same kept models scored at 128 tokens (as trained and selected) and at 256 tokens "
+            "(the ranking of systems must not change):",
+            "",
+            "| system | nDCG@10 at 128 | nDCG@10 at 256 |",
+            "|---|---|---|",
+            *(
+                f"| {name} | {_mean_sd(v['128'])} | {_mean_sd(v['256'])} |"
+                for name, v in sorted(long_runs.items(), key=lambda kv: -statistics.mean(kv[1]["128"]))
+            ),
+        ]
+    summary = {"systems": {n: rows[n] for n in ordered}, "tests": tests, "length_check": long_runs}
     return lines, summary
 
 
