@@ -1,8 +1,13 @@
-"""Small file helpers: atomic writes and content fingerprints.
+"""Small file helpers: atomic writes, output checks and content fingerprints.
 
 Every artefact heal-rag saves goes through :func:`atomic_write_bytes` (or its JSON/npz wrappers): data
 is written to a temporary file in the target folder, flushed, then renamed over the target, so a crash
-never leaves a half-written file behind.
+never leaves a half-written file behind. Saved files and folders get the modes the user's umask gives
+(as ``open()`` and ``os.makedirs`` would), not the private 0600/0700 of :mod:`tempfile`.
+
+:func:`check_writable` is the one check of an output location before work starts: it creates and removes a
+probe file where the output will go, and raises :class:`OutputLocationError` (an ``OSError`` naming the
+path) when that fails.
 """
 
 from __future__ import annotations
@@ -10,12 +15,133 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+class OutputLocationError(OSError):
+    """An output location cannot be written (read-only, a file in the way, no permission).
+
+    Its message is one line that names the path and says what to do; the CLI prints it without a traceback.
+    """
+
+
+def current_umask() -> int:
+    """Return the process umask (read without changing it where the platform allows)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no way to read it without setting it elsewhere
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | os.PathLike[str], *, directory: bool = False) -> None:
+    """Give ``path`` the mode a plain ``open()``/``mkdir()`` would have (0666/0777 less the umask)."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
+def make_temp_dir(target: Path, *, tag: str = "tmp") -> Path:
+    """Create the hidden sibling ``.NAME.TAG-XXXXXXXX`` of ``target`` to build it in (umask mode).
+
+    Temporaries of the same target left by a killed save (older than a minute) are removed first, with a
+    log line, so interrupted saves do not pile up hidden copies of models or indexes.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
+    path = Path(tempfile.mkdtemp(prefix=f".{target.name}.{tag}-", dir=target.parent))
+    apply_umask(path, directory=True)
+    return path
+
+
+# Temporaries older than this are leftovers of a killed save, not the work of a save still running.
+_STALE_AFTER_S = 60.0
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Remove ``.NAME.tmp-*`` / ``.NAME.old-*`` siblings of ``target`` that a killed save left behind."""
+    removed: list[Path] = []
+    parent = target.parent
+    if not parent.is_dir():
+        return removed
+    now = time.time()
+    for pattern in (f".{target.name}.tmp-*", f".{target.name}.old-*"):
+        for path in parent.glob(pattern):
+            try:
+                if now - path.stat().st_mtime < _STALE_AFTER_S:
+                    continue
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            except OSError as error:
+                logger.warning("could not remove the stale temporary %s (%s)", path, error)
+                continue
+            removed.append(path)
+    if removed:
+        logger.warning(
+            "removed %d temporary folder(s) left by an interrupted save of %s: %s",
+            len(removed),
+            target,
+            ", ".join(p.name for p in removed),
+        )
+    return removed
+
+
+def check_writable(path: str | os.PathLike[str], *, what: str = "output", is_file: bool = False) -> Path:
+    """Check, before any work, that ``path`` can be written: create and remove a probe file there.
+
+    Args:
+        path: an output folder (created later if missing) or, with ``is_file=True``, an output file.
+        what: how the message names the location (e.g. ``"--out"``).
+        is_file: ``path`` is a file; its folder is probed.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        OutputLocationError: the location (or the nearest folder above it) is a file, read-only or not
+            writable by this user.
+
+    """
+    path = Path(path)
+    if is_file and path.is_dir():
+        raise OutputLocationError(f"{what} {path} is a folder; give a file path such as {path / 'out.json'}.")
+    if not is_file and path.exists() and not path.is_dir():
+        raise OutputLocationError(f"{what} {path} is a file; give a folder.")
+    folder = path.parent if is_file else path
+    existing = folder
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise OutputLocationError(
+            f"{what} {path} cannot be created: {existing} is a file, not a folder. Choose another location."
+        )
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".heal-rag-probe-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise OutputLocationError(
+            f"{what} {path} is not writable ({reason} in {existing}); choose a location you can write to."
+        ) from None
+    return path
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -24,6 +150,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give what open() would
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

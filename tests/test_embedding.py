@@ -140,6 +140,7 @@ def test_max_length_truncates(embed):
 
 def test_hierarchy_property_reads_heal_hierarchy_folder(tmp_path, embed, saved_dir, small_texts):
     from heal_rag.hierarchy import HNMFk
+    from heal_rag.training.model_dir import save_model_dir
 
     hierarchy = (
         HNMFk(
@@ -149,11 +150,36 @@ def test_hierarchy_property_reads_heal_hierarchy_folder(tmp_path, embed, saved_d
         .hierarchy_
     )
     model_dir = tmp_path / "heal_model"
-    embed.model.save(str(model_dir))
-    hierarchy.save(model_dir / "heal_hierarchy")
+    save_model_dir(embed.model, model_dir, hierarchy=hierarchy, config={})
     loaded = HEALEmbedding.from_pretrained(model_dir, device="cpu")
     assert loaded.hierarchy is not None
     assert loaded.hierarchy.fingerprint == hierarchy.fingerprint
+    # a heal_hierarchy/ that no heal_config.json vouches for is refused (issue 13), not served
+    plain = tmp_path / "plain_model"
+    embed.model.save(str(plain))
+    hierarchy.save(plain / "heal_hierarchy")
+    with pytest.raises(ValueError, match="no heal_config.json"):
+        HEALEmbedding.from_pretrained(plain, device="cpu")
+
+
+def test_damaged_model_files_are_one_clear_error(tmp_path, saved_dir):
+    import shutil
+
+    for name, damage in (
+        ("model.safetensors", lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])),
+        ("config.json", lambda p: p.write_text("{broken")),
+        ("tokenizer.json", lambda p: p.write_text(p.read_text()[:100])),
+        ("modules.json", lambda p: p.write_text("[{")),
+    ):
+        folder = tmp_path / name
+        shutil.copytree(saved_dir, folder)
+        damage(folder / name)
+        with pytest.raises(ValueError, match=f"cannot be loaded: {folder / name}.*(JSON|truncated)"):
+            HEALEmbedding(str(folder), device="cpu")
+    with pytest.raises(ValueError, match="is a file; give the model's folder"):
+        HEALEmbedding(str(saved_dir / "modules.json"), device="cpu")
+    with pytest.raises(ValueError, match="not a local folder, and the model hub is offline"):
+        HEALEmbedding("some-org/not-a-cached-model", device="cpu")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised when no GPU is present")

@@ -154,3 +154,101 @@ def test_load_errors(tmp_path, tiny_model, hierarchy):
     shutil.rmtree(out / HIERARCHY_DIR)
     with pytest.raises(FileNotFoundError, match="heal_hierarchy.*missing"):
         load_model_dir(out)
+
+
+# -- issue 13: one strict loader, stale temporaries, modes, unwritable outputs -----------------------------
+def _second_hierarchy():
+    from conftest import _SMALL_TEXTS
+
+    ids = [f"d{i}" for i in range(len(_SMALL_TEXTS))]
+    return (
+        HNMFk(
+            depth=1,
+            k_range=(2, 2),
+            min_topic_size=2,
+            min_df=1,
+            stability_threshold=-1.0,
+            progress=False,
+            random_state=3,
+        )
+        .fit(_SMALL_TEXTS[::-1], doc_ids=ids)
+        .hierarchy_
+    )
+
+
+def test_embedding_is_as_strict_as_load_model_dir(tmp_path, tiny_model, hierarchy):
+    import shutil
+
+    from heal_rag import HEALEmbedding
+
+    out = tmp_path / "model"
+    save_model_dir(tiny_model, out, hierarchy=hierarchy, config={})
+    assert HEALEmbedding.from_pretrained(out, device="cpu").hierarchy.fingerprint == hierarchy.fingerprint
+
+    # a foreign hierarchy beside a truncated heal_config.json: refused at load, never served
+    text = (out / CONFIG_FILE).read_text()
+    shutil.rmtree(out / HIERARCHY_DIR)
+    _second_hierarchy().save(out / HIERARCHY_DIR)
+    (out / CONFIG_FILE).write_text(text[: len(text) // 2])
+    with pytest.raises(ValueError, match="heal_config.json is not valid JSON"):
+        HEALEmbedding.from_pretrained(out, device="cpu")
+    # the config intact, the hierarchy foreign: the recorded fingerprint refuses it
+    (out / CONFIG_FILE).write_text(text)
+    with pytest.raises(ValueError, match="not the one the model was trained with"):
+        HEALEmbedding.from_pretrained(out, device="cpu")
+    # the hierarchy deleted: an error, not a silent None
+    shutil.rmtree(out / HIERARCHY_DIR)
+    with pytest.raises(FileNotFoundError, match="heal_hierarchy.*missing"):
+        HEALEmbedding.from_pretrained(out, device="cpu")
+    # heal_config.json deleted: nothing vouches for a heal_hierarchy/, so it is refused too
+    hierarchy.save(out / HIERARCHY_DIR)
+    (out / CONFIG_FILE).unlink()
+    with pytest.raises(ValueError, match="no heal_config.json"):
+        HEALEmbedding.from_pretrained(out, device="cpu")
+
+
+def test_stale_temporaries_of_a_killed_save_are_removed_on_the_next_save(tmp_path, tiny_model, caplog):
+    import os
+    import time
+
+    out = tmp_path / "model"
+    stale = tmp_path / f".{out.name}.tmp-deadbeef"
+    (stale / "sub").mkdir(parents=True)
+    (stale / "sub" / "model.safetensors").write_bytes(b"x" * 1000)
+    fresh = tmp_path / f".{out.name}.tmp-running1"  # a save in progress right now: left alone
+    fresh.mkdir()
+    other = tmp_path / ".another.tmp-deadbeef"  # another target's temporary: left alone
+    other.mkdir()
+    old = time.time() - 3600
+    for path in (stale, stale / "sub", other):
+        os.utime(path, (old, old))
+    with caplog.at_level("WARNING", logger="heal_rag"):
+        save_model_dir(tiny_model, out, hierarchy=None, config={})
+    assert not stale.exists() and fresh.is_dir() and other.is_dir()
+    assert "interrupted save" in caplog.text and stale.name in caplog.text
+
+
+def test_saved_files_respect_the_umask(tmp_path, tiny_model, hierarchy):
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        out = save_model_dir(tiny_model, tmp_path / "model", hierarchy=hierarchy, config={})
+    finally:
+        os.umask(previous)
+    for path in (out, out / CONFIG_FILE, out / HIERARCHY_DIR / "hierarchy.json"):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o044 == 0o044, f"{path} has mode {oct(mode)}: others cannot read it"
+    assert stat.S_IMODE((out / CONFIG_FILE).stat().st_mode) == 0o644
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+
+
+def test_unwritable_output_is_found_before_any_work(tmp_path):
+    from heal_rag._io import OutputLocationError
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(OutputLocationError, match=f"{blocker} is a file"):
+        check_output_dir(blocker / "model")
+    assert isinstance(OutputLocationError("x"), OSError)

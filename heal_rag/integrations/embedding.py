@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
-from heal_rag._models import resolve_model_name
+from heal_rag._models import load_sentence_transformer, resolve_model_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer
@@ -150,18 +150,15 @@ class HEALEmbedding(BaseEmbedding):
                 f"Got {type(model_name).__name__} instead; pass a loaded model as model=..."
             )
         resolved_device = resolve_device(device) if model is None else str(model.device)
+        hierarchy: Hierarchy | None = None
+        hierarchy_checked = False
         if model is None:
-            from sentence_transformers import SentenceTransformer
-
             path = resolve_model_name(None if model_name is None else str(model_name))
-            if Path(path).exists() and not (Path(path) / "modules.json").exists():
-                if not (Path(path) / "config.json").exists():
-                    raise ValueError(
-                        f"{path} is not a sentence-transformers model folder (no modules.json or "
-                        "config.json). "
-                        "Pass the folder saved by HEALFinetuneEngine or SentenceTransformer.save()."
-                    )
-            model = SentenceTransformer(path, device=resolved_device)
+            # the cheap checks of a saved HEAL directory first (one loader: load_model_dir's), before the
+            # seconds spent loading weights
+            hierarchy = load_directory_hierarchy(path)
+            hierarchy_checked = True
+            model = load_sentence_transformer(path, device=resolved_device)
         if max_length is not None:
             model.max_seq_length = int(max_length)
         prompts = dict(getattr(model, "prompts", None) or {})
@@ -182,6 +179,8 @@ class HEALEmbedding(BaseEmbedding):
             **kwargs,
         )
         self._model = model
+        if hierarchy_checked:
+            self._hierarchy, self._hierarchy_loaded = hierarchy, True
 
     @classmethod
     def from_pretrained(cls, model_dir_or_name: str | Path, **kwargs: Any) -> HEALEmbedding:
@@ -257,16 +256,30 @@ class HEALEmbedding(BaseEmbedding):
 
 
 def load_directory_hierarchy(model_dir: str | Path) -> Hierarchy | None:
-    """Return the hierarchy saved in a HEAL model directory, or ``None`` (hub name, flat fine-tune)."""
-    path = Path(resolve_model_name(str(model_dir)))
-    if not (path / HIERARCHY_SUBDIR).is_dir():
-        return None
-    try:  # the training package owns the layout of its directories (config + fingerprint checks)
-        from heal_rag.training.model_dir import is_heal_model_dir, load_model_dir
-    except ImportError:  # pragma: no cover - training package unavailable
-        is_heal_model_dir = None
-    if is_heal_model_dir is not None and is_heal_model_dir(path):
-        return load_model_dir(path).hierarchy
-    from heal_rag.hierarchy import Hierarchy
+    """Return the hierarchy saved in a HEAL model directory, or ``None`` (hub name, plain or flat model).
 
-    return Hierarchy.load(path / HIERARCHY_SUBDIR)
+    One loader: a folder with ``heal_config.json`` is read by :func:`heal_rag.load_model_dir`, with all its
+    checks (valid config, hierarchy present when recorded, fingerprint equal to the recorded one). A
+    ``heal_hierarchy/`` that no ``heal_config.json`` vouches for cannot be checked against the model, so it
+    is refused rather than served.
+
+    Raises:
+        ValueError: damaged ``heal_config.json``, a hierarchy that is not the recorded one, or a
+            ``heal_hierarchy/`` without ``heal_config.json``.
+        FileNotFoundError: the config records a hierarchy but ``heal_hierarchy/`` is missing.
+
+    """
+    from heal_rag.training.model_dir import CONFIG_FILE, load_model_dir
+
+    path = Path(resolve_model_name(str(model_dir)))
+    if not path.is_dir():
+        return None  # a hub name: nothing is saved beside it
+    if (path / CONFIG_FILE).exists():
+        return load_model_dir(path).hierarchy
+    if (path / HIERARCHY_SUBDIR).is_dir():
+        raise ValueError(
+            f"{path} holds {HIERARCHY_SUBDIR}/ but no {CONFIG_FILE}, so nothing records which hierarchy this "
+            "model was trained with. Copy the whole model directory (heal_config.json included), or load the "
+            "hierarchy yourself (Hierarchy.load) and pass it to HierarchicalRetriever(hierarchy=...)."
+        )
+    return None

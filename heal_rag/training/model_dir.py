@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from heal_rag._io import atomic_write_json
+from heal_rag._io import atomic_write_json, check_writable, make_temp_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer
@@ -179,18 +179,23 @@ def load_model_dir(path: str | os.PathLike[str]) -> HEALModelDir:
 def check_output_dir(path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
     """Check that a model may be saved at ``path``, before any training time is spent.
 
-    Allowed: a missing or empty directory; a directory that holds a model when ``overwrite=True``.
+    Allowed: a missing or empty directory; a directory that holds a model when ``overwrite=True``. The
+    location must be writable (a probe file is created and removed where the model will be saved).
 
     Raises:
         FileExistsError: if ``path`` holds a model and ``overwrite`` is false, or holds other files (those
             are never deleted, whatever ``overwrite`` says), or is a file.
+        heal_rag._io.OutputLocationError: the location (or its parent) is read-only or blocked by a file.
 
     """
     path = Path(path)
     if not path.exists():
+        check_writable(path.parent, what="The folder of the output directory")
         return path
     if not path.is_dir():
         raise FileExistsError(f"The output path {path} is a file; give a directory for the model.")
+    # the save renames a sibling into place: the parent folder must be writable, not only the directory
+    check_writable(path.parent, what="The folder of the output directory")
     if not any(path.iterdir()):
         return path
     if holds_model(path):
@@ -248,7 +253,7 @@ def save_model_dir(
         },
     }
     json.dumps(config)  # fail here, before writing anything, if something is not JSON-serialisable
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = make_temp_dir(path)  # .NAME.tmp-XXXXXXXX; stale ones of a killed save are removed first
     old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
     try:
         model.save(str(tmp))
