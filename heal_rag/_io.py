@@ -184,10 +184,78 @@ def atomic_write_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> None
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Load an ``.npz`` written by :func:`atomic_write_npz` without ever unpickling."""
-    with np.load(path, allow_pickle=False) as data:
-        return {name: data[name] for name in data.files}
+def load_npz(
+    path: str | os.PathLike[str],
+    expected: dict[str, tuple[tuple[int, ...], str]] | None = None,
+    *,
+    optional: tuple[str, ...] = (),
+) -> dict[str, np.ndarray]:
+    """Load an ``.npz`` written by :func:`atomic_write_npz` without ever unpickling.
+
+    Args:
+        path: the file.
+        expected: the arrays the format declares, ``name -> (shape, dtype kind)`` (kind ``"f"`` float,
+            ``"i"`` integer). When given, every array's shape and dtype are read from its header and checked
+            *before* its data is decompressed; an array that is not declared, or declared with another shape
+            or dtype, is refused, so a small file cannot make the reader inflate gigabytes.
+        optional: declared names that may be absent.
+
+    Raises:
+        ValueError: an undeclared, missing or mis-shaped array, or a damaged file.
+
+    """
+    import zipfile
+
+    if expected is None:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    arrays: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename: info for info in archive.infolist()}
+        names = {name[: -len(".npy")]: name for name in members if name.endswith(".npy")}
+        undeclared = sorted(set(names) - set(expected)) + sorted(n for n in members if not n.endswith(".npy"))
+        if undeclared:
+            raise ValueError(f"it holds arrays its format does not declare: {', '.join(undeclared)[:200]}")
+        missing = sorted(set(expected) - set(names) - set(optional))
+        if missing:
+            raise ValueError(f"the arrays {', '.join(missing)} are missing")
+        for name, member in names.items():
+            shape, kind = expected[name]
+            info = members[member]
+            with archive.open(info) as handle:
+                version = np.lib.format.read_magic(handle)
+                if version == (1, 0):
+                    found_shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+                else:
+                    found_shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+                if dtype.kind != kind or dtype.hasobject or tuple(found_shape) != tuple(shape):
+                    raise ValueError(
+                        f"array {name!r} is {dtype} of shape {tuple(found_shape)}; the format expects "
+                        f"{'float' if kind == 'f' else 'integer'} of shape {tuple(shape)}"
+                    )
+                n_bytes = int(np.prod(found_shape, dtype=np.int64)) * dtype.itemsize
+                if info.file_size > n_bytes + 4096:  # the header is at most a few hundred bytes
+                    raise ValueError(f"array {name!r} inflates to {info.file_size} bytes, not {n_bytes}")
+                data = handle.read(n_bytes)
+            if len(data) != n_bytes:
+                raise ValueError(f"array {name!r} is truncated")
+            array = np.frombuffer(data, dtype=dtype).reshape(found_shape, order="F" if fortran else "C")
+            arrays[name] = array.copy()
+    return arrays
+
+
+def loads_json(text: str | bytes) -> Any:
+    """``json.loads`` that reports a too deeply nested document as a ``json.JSONDecodeError``.
+
+    Python's parser raises ``RecursionError`` on deep nesting (``[[[[...``); every reader of user files
+    already turns ``JSONDecodeError`` into a one-line message naming the file, so this makes them all
+    cover that case too.
+    """
+    try:
+        return json.loads(text)
+    except RecursionError:
+        doc = text if isinstance(text, str) else text[:64].decode("utf-8", "replace")
+        raise json.JSONDecodeError("nested too deeply", doc, 0) from None
 
 
 def sha256_bytes(data: bytes) -> str:

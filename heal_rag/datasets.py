@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from heal_rag._io import atomic_write_json
+from heal_rag._io import atomic_write_json, loads_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from llama_index.core.schema import BaseNode, TextNode
@@ -303,7 +303,7 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line)
+                    record = loads_json(line)
                 except json.JSONDecodeError as error:
                     raise ValueError(f"{path}:{line_number}: malformed JSON ({error.msg}).") from None
                 if not isinstance(record, dict):
@@ -713,7 +713,7 @@ def load_qa_finetune_json(path: str | os.PathLike[str], name: str | None = None)
         raise FileNotFoundError(f"QA fine-tune dataset {path} does not exist.")
     try:
         with open(path, encoding="utf-8") as handle:
-            payload = json.load(handle)
+            payload = loads_json(handle.read())
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: malformed JSON at line {error.lineno} ({error.msg}).") from None
     if not isinstance(payload, dict):

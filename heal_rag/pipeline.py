@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from heal_rag._io import atomic_write_json
+from heal_rag._io import atomic_write_json, loads_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from heal_rag.datasets import Document, RetrievalDataset
@@ -341,7 +341,7 @@ def _prepare_out_dir(out: Path, restart: bool) -> dict[str, Any]:
     state: dict[str, Any] = {}
     if state_path.is_file() and not restart:
         try:
-            state = json.loads(state_path.read_text(encoding="utf-8"))
+            state = loads_json(state_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             logger.warning("%s is unreadable; starting clean", state_path)
             state = {}

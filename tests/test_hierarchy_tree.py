@@ -139,3 +139,44 @@ def test_plot(model):
     est, _ = model
     ax = est.hierarchy_.plot()
     assert len(ax.texts) == len(est.hierarchy_.topics)
+
+
+# -- issue 13: only the declared arrays, checked before decompressing; deep JSON ---------------------------
+def test_npz_with_undeclared_or_misshaped_arrays_is_refused_before_decompressing(model, tmp_path):
+    import time
+
+    from heal_rag._io import load_npz
+
+    est, _ = model
+    folder = est.hierarchy_.save(tmp_path / "h")
+    npz = folder / "hierarchy_arrays.npz"
+    arrays = load_npz(npz)
+    # a 779 KB-style bomb: a huge zero array next to the real ones
+    np.savez_compressed(npz, **arrays, extra=np.zeros(20_000_000, dtype=np.float32))
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="does not declare: extra"):
+        Hierarchy.load(folder)
+    assert time.perf_counter() - start < 1.0  # refused from the listing, never inflated
+    # a declared name with a huge shape: refused from its header
+    np.savez_compressed(npz, **{**arrays, "paths": np.zeros((20_000_000, 2), dtype=np.int64)})
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="'paths'.*expects integer of shape"):
+        Hierarchy.load(folder)
+    assert time.perf_counter() - start < 1.0
+    # a declared name with another dtype
+    np.savez_compressed(npz, **{**arrays, "paths": arrays["paths"].astype(np.float64)})
+    with pytest.raises(ValueError, match="'paths' is float64"):
+        Hierarchy.load(folder)
+    np.savez_compressed(npz, **{k: v for k, v in arrays.items() if k != "vectors"})
+    with pytest.raises(ValueError, match="vectors are missing"):
+        Hierarchy.load(folder)
+    np.savez_compressed(npz, **arrays)
+    assert Hierarchy.load(folder).fingerprint == est.hierarchy_.fingerprint
+
+
+def test_deeply_nested_json_is_a_clear_error(tmp_path):
+    folder = tmp_path / "h"
+    folder.mkdir()
+    (folder / "hierarchy.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="corrupted.*nested too deeply"):
+        Hierarchy.load(folder)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import random
@@ -93,13 +92,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _has_decisions(folder: Path) -> bool:
+    from heal_rag._io import loads_json
+
     queries = folder / "queries.jsonl"
     if not queries.is_file():
         return False
-    with open(queries, encoding="utf-8") as handle:
+    with open(queries, encoding="utf-8", errors="replace") as handle:
         for line in handle:
             if line.strip():
-                return "final_decision" in json.loads(line)
+                try:
+                    row = loads_json(line)
+                except ValueError:
+                    return False  # not a question set with decisions; load_beir names the bad line
+                return isinstance(row, dict) and "final_decision" in row
     return False
 
 

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from heal_rag._io import loads_json
 from heal_rag.evaluation.stats import (
     ConfidenceInterval,
     PairedComparison,
@@ -444,7 +445,7 @@ class _Checkpoint:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = loads_json(line)
             except json.JSONDecodeError:
                 logger.warning("skipping an unreadable line in %s", self.path)
                 continue
@@ -980,12 +981,12 @@ def load_pubmedqa_mixed(
     with open(folder / "queries.jsonl", encoding="utf-8") as handle:
         for line in handle:
             if line.strip():
-                row = json.loads(line)
+                row = loads_json(line)
                 if row.get("final_decision"):
                     decisions[str(row["_id"])] = str(row["final_decision"])
     references: dict[str, str] = {}
     for line in _read_lines(folder / "corpus.jsonl"):
-        row = json.loads(line)
+        row = loads_json(line)
         if row.get("long_answer"):
             references[str(row["_id"])] = str(row["long_answer"])
     # a question's reference is the conclusion of its own (single relevant) abstract

@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import CountVectorizer
 
-from heal_rag._io import atomic_write_json, atomic_write_npz, load_npz
+from heal_rag._io import atomic_write_json, atomic_write_npz, load_npz, loads_json
 from heal_rag.hierarchy import _nmf
 from heal_rag.hierarchy._validation import check_matrix
 
@@ -451,7 +451,7 @@ class Hierarchy:
                 "(save one with Hierarchy.save)."
             )
         try:
-            meta = json.loads(json_path.read_text(encoding="utf-8"))
+            meta = loads_json(json_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ValueError(
                 f"The saved hierarchy {str(json_path)!r} is corrupted (invalid JSON: {error})."
@@ -470,9 +470,18 @@ class Hierarchy:
                 f"The saved hierarchy in {str(directory)!r} is incomplete: {_NPZ_FILE} is missing."
             )
         try:
-            arrays = load_npz(npz_path)
+            expected = cls._declared_arrays(meta)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise ValueError(
+                f"The saved hierarchy {str(json_path)!r} is corrupted or inconsistent: {error!r}"
+            ) from None
+        try:
+            arrays = load_npz(npz_path, expected, optional=("idf",))
         except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
-            raise ValueError(f"The saved hierarchy file {str(npz_path)!r} is corrupted ({error}).") from None
+            raise ValueError(
+                f"The saved hierarchy file {str(npz_path)!r} is corrupted or inconsistent with {_JSON_FILE} "
+                f"({error}). Rebuild it (heal-rag hierarchy build) or copy the folder again."
+            ) from None
         try:
             hierarchy = cls._from_parts(meta, arrays)
         except (KeyError, TypeError, IndexError, ValueError) as error:
@@ -485,6 +494,28 @@ class Hierarchy:
                 "fingerprint."
             )
         return hierarchy
+
+    @staticmethod
+    def _declared_arrays(meta: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str]]:
+        """Return the arrays :meth:`save` writes, with the shapes and dtype kinds the JSON implies."""
+        entries = meta["topics"]
+        n_topics, n_features = len(entries), int(meta["n_features"])
+        n_docs, n_levels = len(meta["doc_ids"]), int(meta["n_levels"])
+        if n_levels < 1 or n_features < 0:
+            raise ValueError(f"n_levels={n_levels}, n_features={n_features}")
+        declared: dict[str, tuple[tuple[int, ...], str]] = {
+            "vectors": ((n_topics, n_features), "f"),
+            "paths": ((n_docs, n_levels), "i"),
+            "idf": ((n_features,), "f"),
+        }
+        for level in range(n_levels):  # the columns of topics_at(level): that depth plus shallower leaves
+            n_at = sum(
+                1
+                for e in entries
+                if int(e["depth"]) == level or (int(e["depth"]) < level and not e["children"])
+            )
+            declared[f"memberships_{level}"] = ((n_docs, n_at), "f")
+        return declared
 
     @classmethod
     def _from_parts(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Hierarchy:

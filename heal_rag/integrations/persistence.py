@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from heal_rag._io import atomic_write_json
+from heal_rag._io import atomic_write_json, loads_json
 from heal_rag._version import __version__
 from heal_rag.integrations._faiss import faiss_gpu_count, import_faiss, to_cpu_index
 from heal_rag.integrations.embedding import HEALEmbedding
@@ -169,14 +169,13 @@ def save_heal_index(
 
 
 def _read_manifest(directory: Path) -> dict[str, Any]:
-    import json
 
     path = directory / MANIFEST
     if not path.exists():
         raise FileNotFoundError(
             f"{directory} is not a saved HEAL index (no {MANIFEST}); save one with save_heal_index()."
         )
-    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest = loads_json(path.read_text(encoding="utf-8"))
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{path} is not a HEAL index manifest (format {manifest.get('format')!r}).")
     version = manifest.get("format_version")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from heal_rag._io import atomic_write_json, check_writable, make_temp_dir
+from heal_rag._io import atomic_write_json, check_writable, loads_json, make_temp_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer
@@ -104,7 +104,7 @@ def _read_config(path: Path) -> dict[str, Any] | None:
     if not config_path.is_file():
         return None
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config = loads_json(config_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(
             f"{config_path} is not valid JSON ({error}); the model directory is damaged."

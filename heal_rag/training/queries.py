@@ -33,6 +33,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from heal_rag._io import loads_json
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -212,7 +214,7 @@ def pairs_from_qa_json(path: str | os.PathLike[str]) -> list[TrainingPair]:
     if not path.is_file():
         raise FileNotFoundError(f"No EmbeddingQAFinetuneDataset JSON at {path}.")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = loads_json(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON ({error}).") from error
     if not isinstance(data, dict) or not {"queries", "relevant_docs"} <= set(data):
@@ -439,7 +441,7 @@ class LLMQueryGenerator:
         with open(self.cache_path, encoding="utf-8") as handle:
             for line in handle:
                 try:
-                    record = json.loads(line)
+                    record = loads_json(line)
                     cache[record["key"]] = [str(q) for q in record["questions"]]
                 except (json.JSONDecodeError, KeyError, TypeError):
                     bad += 1  # a line cut short by a crash: that document is simply asked again
