@@ -150,3 +150,93 @@ def test_saving_refuses_to_clobber_and_flat_indexes_save_without_hierarchy(tmp_p
     assert loaded_hierarchy is None
     with pytest.raises(FileNotFoundError, match="not a saved HEAL index"):
         load_heal_index(tmp_path / "other")
+
+
+# -- issue 13 --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("store", ["faiss", "simple"])
+def test_a_vector_store_from_another_save_is_an_error(tmp_path, embed, store):
+    def build(texts):
+        if store == "faiss":
+            return build_faiss_index(nodes(texts), embed)
+        return VectorStoreIndex(nodes(texts), embed_model=embed)
+
+    save_heal_index(build(TEXTS), tmp_path / "a", embed)
+    shuffled = dict(reversed(list(TEXTS.items())))  # the same nodes in another order
+    save_heal_index(build(shuffled), tmp_path / "b", embed)
+    name = "default__vector_store.json"
+    shutil.copy(tmp_path / "b" / "storage" / name, tmp_path / "a" / "storage" / name)
+    if store == "simple":  # the same order but another model's vectors
+        import json
+
+        data = json.loads((tmp_path / "a" / "storage" / name).read_text())
+        first = sorted(data["embedding_dict"])[0]
+        data["embedding_dict"][first] = [-v for v in data["embedding_dict"][first]]
+        (tmp_path / "a" / "storage" / name).write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="stored vectors .* not the ones saved with this index"):
+        load_heal_index(tmp_path / "a", embed_model=embed)
+    load_heal_index(tmp_path / "b", embed_model=embed)  # its own store loads
+
+
+def test_an_old_save_without_a_vector_fingerprint_loads_with_a_warning(tmp_path, embed, caplog):
+    import json
+
+    save_heal_index(build_faiss_index(nodes(), embed), tmp_path / "idx", embed)
+    manifest = json.loads((tmp_path / "idx" / "heal_index.json").read_text())
+    del manifest["vectors"]
+    (tmp_path / "idx" / "heal_index.json").write_text(json.dumps(manifest))
+    with caplog.at_level("WARNING", logger="heal_rag"):
+        load_heal_index(tmp_path / "idx", embed_model=embed)
+    assert "without a fingerprint of its vectors" in caplog.text
+
+
+def test_model_reference_is_relative_when_the_model_moves_with_the_index(tmp_path, embed):
+    import json
+
+    project = tmp_path / "project"
+    embed.model.save(str(project / "model"))
+    local = HEALEmbedding(str(project / "model"), device="cpu")
+    save_heal_index(build_faiss_index(nodes(), local), project / "idx", local)
+    assert json.loads((project / "idx" / "heal_index.json").read_text())["model"]["reference"] == "../model"
+    moved = tmp_path / "elsewhere"
+    shutil.move(str(project), str(moved))
+    _, loaded, _ = load_heal_index(moved / "idx", device="cpu")
+    assert loaded.weights_fingerprint == local.weights_fingerprint
+    shutil.rmtree(moved / "model")
+    with pytest.raises(FileNotFoundError, match=r"model expected at .*elsewhere/idx/\.\./model"):
+        load_heal_index(moved / "idx", device="cpu")
+    # the bundled model is recorded by name, not by this machine's site-packages path
+    save_heal_index(build_faiss_index(nodes(), embed), tmp_path / "idx2", embed)
+    assert json.loads((tmp_path / "idx2" / "heal_index.json").read_text())["model"]["reference"] == "default"
+
+
+@pytest.mark.parametrize(
+    "name, damage",
+    [
+        ("heal_index.json", lambda p: p.write_text("{")),
+        ("heal_index.json", lambda p: p.write_text('{"format": "heal-rag-index", "format_version": 1}')),
+        ("storage/docstore.json", lambda p: p.write_text('{"docstore/data": ')),
+        ("storage/index_store.json", lambda p: p.write_bytes(b"\xff\xfe\x00garbage")),
+        ("storage/index_store.json", lambda p: p.write_text("{}")),
+        ("storage/default__vector_store.json", lambda p: p.write_bytes(p.read_bytes()[:40])),
+    ],
+)
+def test_damaged_saved_index_files_are_one_clear_error(tmp_path, embed, name, damage):
+    save_heal_index(build_faiss_index(nodes(), embed), tmp_path / "idx", embed)
+    damage(tmp_path / "idx" / name)
+    with pytest.raises(ValueError, match="damaged|lacks part|re-save") as caught:
+        load_heal_index(tmp_path / "idx", embed_model=embed)
+    assert "\n" not in str(caught.value)
+    assert "idx" in str(caught.value)
+
+
+def test_saved_index_files_respect_the_umask(tmp_path, embed):
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        save_heal_index(build_faiss_index(nodes(), embed), tmp_path / "idx", embed)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "idx").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "idx" / "heal_index.json").stat().st_mode) == 0o644

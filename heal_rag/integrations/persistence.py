@@ -7,8 +7,10 @@ Layout of a saved folder::
     storage/            LlamaIndex StorageContext.persist() output (docstore, index store, vector store)
     heal_hierarchy/     Hierarchy.save() output (absent for an index without a hierarchy)
 
-Loading checks that the three belong together: the model's weights, the hierarchy and the stored corpus must
-have the fingerprints recorded when the index was saved, otherwise a clear error says which one differs.
+Loading checks that the parts belong together: the model's weights, the hierarchy, the stored corpus and the
+stored vectors (with their order) must have the fingerprints recorded when the index was saved, otherwise a
+clear error says which one differs. A model that lives inside or beside the index folder is recorded by a
+path relative to it (the bundled model as ``"default"``), so the folders can be moved or copied together.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from heal_rag._io import atomic_write_json, loads_json
+import numpy as np
+
+from heal_rag._io import atomic_write_json, loads_json, make_temp_dir
 from heal_rag._version import __version__
 from heal_rag.integrations._faiss import faiss_gpu_count, import_faiss, to_cpu_index
 from heal_rag.integrations.embedding import HEALEmbedding
@@ -52,11 +56,93 @@ def corpus_fingerprint(index: VectorStoreIndex) -> str:
     return digest.hexdigest()
 
 
-def _model_reference(embed: HEALEmbedding) -> str:
-    from heal_rag._models import resolve_model_name
+def vectors_fingerprint(index: VectorStoreIndex, chunk: int = 65_536) -> str | None:
+    """SHA-256 over the stored vectors in their store order, each with the node id the index maps it to.
+
+    A vector store copied from another save (other nodes, the same nodes in another order, another model)
+    changes it even when the docstore, the vector count and the dimension match. ``None`` for stores whose
+    vectors cannot be read back (remote stores, FAISS indexes without reconstruction).
+    """
+    store = index.vector_store
+    name = type(store).__name__
+    nodes_dict = index.index_struct.nodes_dict
+    digest = hashlib.sha256()
+    if name == "FaissVectorStore":
+        client = store.client
+        n = int(client.ntotal)
+        try:
+            for start in range(0, n, chunk):
+                block = np.ascontiguousarray(client.reconstruct_n(start, min(chunk, n - start)), dtype="<f4")
+                for offset, row in enumerate(block):
+                    digest.update(f"{nodes_dict.get(str(start + offset))}\x00".encode())
+                    digest.update(row.tobytes())
+        except RuntimeError:  # an index type without reconstruction (e.g. IVF without a direct map)
+            return None
+    elif name == "SimpleVectorStore":
+        embeddings = store.data.embedding_dict
+        for node_id in sorted(embeddings):
+            digest.update(f"{node_id}\x00".encode())
+            digest.update(np.asarray(embeddings[node_id], dtype="<f4").tobytes())
+    else:
+        return None
+    return digest.hexdigest()
+
+
+def _model_reference(embed: HEALEmbedding, directory: Path) -> str:
+    """Return the model as the manifest records it: ``"default"``, relative to the index, or as given."""
+    from heal_rag._models import default_model_path, resolve_model_name
 
     path = Path(resolve_model_name(embed.model_name))
-    return str(path.resolve()) if path.exists() else embed.model_name
+    if not path.exists():
+        return embed.model_name  # a hub name
+    path = path.resolve()
+    if path == Path(default_model_path()).resolve():
+        return "default"  # the bundled model: wherever this machine installed it
+    index_dir = directory.resolve()
+    if path.is_relative_to(index_dir.parent):  # inside or beside the index folder: moves with it
+        return Path(os.path.relpath(path, index_dir)).as_posix()
+    return str(path)
+
+
+def _resolve_reference(reference: str, directory: Path) -> tuple[str, str]:
+    """Return (what to load, where it was expected) for a recorded model reference."""
+    if reference == "default" or Path(reference).is_absolute():
+        return reference, reference
+    candidate = directory / reference
+    if reference.startswith(".") or candidate.exists():  # recorded relative to the index folder
+        return str(candidate), f"{candidate} ({reference!r} relative to the index folder)"
+    return reference, reference  # a hub name
+
+
+_STORAGE_FILES = ("docstore.json", "index_store.json", "default__vector_store.json", "graph_store.json")
+
+
+def _damaged_storage_file(storage: Path, store_name: str | None) -> str | None:
+    """Name the first unreadable file of a saved storage folder, or None."""
+    for name in _STORAGE_FILES:
+        file = storage / name
+        if name == "default__vector_store.json" and store_name == "FaissVectorStore":
+            continue  # a binary FAISS file, checked by faiss itself
+        if not file.is_file():
+            if name in {"docstore.json", "index_store.json"}:
+                return f"{file} is missing"
+            continue
+        try:
+            loads_json(file.read_bytes().decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as error:
+            return f"{file} is not valid JSON ({str(error).splitlines()[0][:80]})"
+    return None
+
+
+def _storage_error(storage: Path, store_name: str | None, error: BaseException) -> ValueError:
+    damaged = _damaged_storage_file(storage, store_name)
+    if damaged is None:
+        reason = str(error).splitlines()[0][:200] if str(error) else ""
+        damaged = f"its files do not load ({type(error).__name__}: {reason})"
+    return ValueError(
+        f"The saved index in {storage.parent} is damaged: {damaged}. Re-save the index (save_heal_index) or "
+        "copy the whole folder again."
+    )
 
 
 def save_heal_index(
@@ -114,8 +200,7 @@ def save_heal_index(
             )
     store = index.vector_store
     store_name = type(store).__name__
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    tmp = make_temp_dir(directory)  # .NAME.tmp-XXXXXXXX; stale ones of a killed save are removed first
     try:
         gpu_index = None
         if store_name == "FaissVectorStore" and "Gpu" in type(store.client).__name__:
@@ -139,7 +224,7 @@ def save_heal_index(
             "format_version": FORMAT_VERSION,
             "heal_rag_version": __version__,
             "model": {
-                "reference": _model_reference(embed),
+                "reference": _model_reference(embed, directory),
                 "model_name": embed.model_name,
                 "weights_fingerprint": embed.weights_fingerprint,
                 "dimension": embed.dimension,
@@ -151,11 +236,12 @@ def save_heal_index(
             },
             "hierarchy": None if hierarchy is None else {"fingerprint": hierarchy.fingerprint},
             "corpus": {"fingerprint": corpus_fingerprint(index), "n_nodes": len(index.docstore.docs)},
+            "vectors": {"fingerprint": vectors_fingerprint(index)},
             "vector_store": store_name,
         }
         atomic_write_json(tmp / MANIFEST, manifest)
         if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
+            old = directory.with_name(f".{directory.name}.old-{uuid.uuid4().hex[:8]}")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(directory, old)
             os.replace(tmp, directory)
@@ -169,15 +255,32 @@ def save_heal_index(
 
 
 def _read_manifest(directory: Path) -> dict[str, Any]:
-
     path = directory / MANIFEST
     if not path.exists():
         raise FileNotFoundError(
             f"{directory} is not a saved HEAL index (no {MANIFEST}); save one with save_heal_index()."
         )
-    manifest = loads_json(path.read_text(encoding="utf-8"))
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a HEAL index manifest (format {manifest.get('format')!r}).")
+    try:
+        manifest = loads_json(path.read_bytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{path} is damaged (not valid JSON: {str(error).splitlines()[0][:80]}); re-save the index."
+        ) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a HEAL index manifest; re-save the index.")
+    model, corpus = manifest.get("model"), manifest.get("corpus")
+    if not (
+        isinstance(model, dict)
+        and isinstance(model.get("weights_fingerprint"), str)
+        and isinstance(model.get("reference"), str)
+        and isinstance(model.get("dimension"), int)
+        and isinstance(corpus, dict)
+        and isinstance(corpus.get("fingerprint"), str)
+    ):
+        raise ValueError(
+            f"{path} lacks part of its model or corpus record (reference, weights fingerprint, dimension, "
+            "corpus fingerprint); re-save the index."
+        )
     version = manifest.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ValueError(
@@ -220,7 +323,7 @@ def load_heal_index(
     manifest = _read_manifest(directory)
     model = manifest["model"]
     if embed_model is None:
-        reference = model["reference"]
+        reference, expected = _resolve_reference(str(model.get("reference")), directory)
         try:
             embed_model = HEALEmbedding(
                 reference,
@@ -231,10 +334,11 @@ def load_heal_index(
                 text_prompt=model.get("text_prompt"),
                 max_length=model.get("max_length"),
             )
-        except OSError as error:
+        except (OSError, ValueError) as error:
             raise FileNotFoundError(
-                f"The index in {directory} was built with the model {reference!r}, which cannot be loaded "
-                f"({error}). Pass embed_model=HEALEmbedding(<the same model>)."
+                f"The index in {directory} was built with the model expected at {expected}, which cannot be "
+                f"loaded ({str(error).splitlines()[0]}). Put the model there, or pass "
+                "embed_model=HEALEmbedding(<the same model>)."
             ) from error
     if embed_model.weights_fingerprint != model["weights_fingerprint"]:
         raise ValueError(
@@ -264,28 +368,32 @@ def load_heal_index(
 
     storage = directory / STORAGE_DIR
     store_name = manifest.get("vector_store")
-    if vector_store is None:
-        if store_name == "FaissVectorStore":
-            from llama_index.vector_stores.faiss import FaissVectorStore
+    faiss_loaded_here = vector_store is None and store_name == "FaissVectorStore"
+    try:
+        if vector_store is None:
+            if store_name == "FaissVectorStore":
+                from llama_index.vector_stores.faiss import FaissVectorStore
 
-            vector_store = FaissVectorStore.from_persist_dir(str(storage))
-            if faiss_gpu_count() > 0 and use_gpu is not False:
-                faiss = import_faiss()
-                vector_store._faiss_index = faiss.index_cpu_to_gpu(
-                    faiss.StandardGpuResources(), 0, vector_store.client
+                vector_store = FaissVectorStore.from_persist_dir(str(storage))
+            elif store_name != "SimpleVectorStore":
+                raise ValueError(
+                    f"The index in {directory} used a {store_name}, which keeps its vectors outside the "
+                    "folder; pass vector_store=<the same store> to load_heal_index()."
                 )
-        elif store_name != "SimpleVectorStore":
-            raise ValueError(
-                f"The index in {directory} used a {store_name}, which keeps its vectors outside the "
-                "folder; pass "
-                "vector_store=<the same store> to load_heal_index()."
-            )
-    context = (
-        StorageContext.from_defaults(persist_dir=str(storage))
-        if vector_store is None
-        else StorageContext.from_defaults(persist_dir=str(storage), vector_store=vector_store)
-    )
-    index = load_index_from_storage(context, embed_model=embed_model)
+            if not storage.is_dir():
+                raise FileNotFoundError(f"{storage} is missing")
+        context = (
+            StorageContext.from_defaults(persist_dir=str(storage))
+            if vector_store is None
+            else StorageContext.from_defaults(persist_dir=str(storage), vector_store=vector_store)
+        )
+        index = load_index_from_storage(context, embed_model=embed_model)
+    except ValueError as error:
+        if "keeps its vectors outside" in str(error):
+            raise
+        raise _storage_error(storage, store_name, error) from error
+    except (KeyError, TypeError, RuntimeError, OSError) as error:  # what llama-index/faiss raise on bad files
+        raise _storage_error(storage, store_name, error) from error
     recorded_c = manifest["corpus"]["fingerprint"]
     if corpus_fingerprint(index) != recorded_c:
         raise ValueError(
@@ -306,5 +414,26 @@ def load_heal_index(
                 f"The FAISS index holds {index.vector_store.client.d}-dimensional vectors but the "
                 "model produces "
                 f"{model['dimension']}-dimensional ones."
+            )
+    recorded_v = (manifest.get("vectors") or {}).get("fingerprint")
+    if "vectors" not in manifest:
+        logger.warning(
+            "%s was saved by an older heal-rag without a fingerprint of its vectors, so a vector store "
+            "copied from another save cannot be detected; re-save it (save_heal_index) to add one.",
+            directory,
+        )
+    elif recorded_v is not None:
+        found_v = vectors_fingerprint(index)
+        if found_v is not None and found_v != recorded_v:
+            raise ValueError(
+                f"The stored vectors in {storage} are not the ones saved with this index (fingerprint "
+                f"{found_v[:12]} vs {recorded_v[:12]}): the vector store was replaced by one from another "
+                "save (other documents, another order or another model). Re-save the index."
+            )
+    if faiss_loaded_here and use_gpu is not False:
+        if faiss_gpu_count() > 0:  # checked on the CPU copy; serve from the GPU
+            faiss = import_faiss()
+            index.vector_store._faiss_index = faiss.index_cpu_to_gpu(
+                faiss.StandardGpuResources(), 0, index.vector_store.client
             )
     return index, embed_model, hierarchy
