@@ -300,3 +300,24 @@ def test_index_built_with_another_embedding(faiss_index, embed, hierarchy):
     assert other.dimension == 64
     with pytest.raises(ValueError, match="another embedding"):
         HierarchicalRetriever(faiss_index, hierarchy=hierarchy, embed_model=other)
+
+
+@pytest.mark.parametrize("mode", ["route", "rescore"])
+def test_a_query_with_no_known_word_warns_and_falls_back_to_flat(faiss_index, hierarchy, mode, caplog):
+    flat = HierarchicalRetriever(faiss_index, mode="flat", similarity_top_k=5)
+    retriever = HierarchicalRetriever(faiss_index, hierarchy=hierarchy, mode=mode, similarity_top_k=5)
+    for query in ("🔭🌌✨", "心臓の血圧", "\x00\x00", "the of and"):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="heal_rag"):
+            hits = retriever.retrieve(query)
+        assert (
+            "no word of the topic hierarchy's vocabulary" in caplog.text
+            and "falls back to flat" in caplog.text
+        )
+        expected = flat.retrieve(query)
+        assert [h.node.node_id for h in hits] == [h.node.node_id for h in expected]
+        np.testing.assert_allclose([h.score for h in hits], [h.score for h in expected], atol=1e-6)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="heal_rag"):
+        retriever.retrieve("stars and galaxies")  # known words: placed, no warning
+    assert "vocabulary" not in caplog.text

@@ -564,7 +564,7 @@ class HierarchicalRetriever(BaseRetriever):
         if k == 0:
             return []
         query_str = query_bundle.query_str
-        if self._mode == "flat":
+        if self._mode == "flat" or not self._has_known_terms(query_str):
             hits = self._store_search(embedding, k, query_str)
             return self._annotate(hits, None)
         memberships = self._hierarchy.predict_memberships([query_str])
@@ -573,6 +573,24 @@ class HierarchicalRetriever(BaseRetriever):
         else:
             hits = self._route(embedding, k, query_str, memberships)
         return self._annotate(hits, memberships)
+
+    def _has_known_terms(self, query_str: str) -> bool:
+        """Whether the query has a term of the hierarchy's vocabulary; warn (and go flat) when it has none.
+
+        Without one the query cannot be placed by content (emoji, another script, only stop words): the
+        hierarchy would put it in the most populous topic, so rescore/route would favour an arbitrary topic.
+        """
+        if self._hierarchy.vocabulary is None:
+            return True  # a matrix-built hierarchy: predict_memberships gives the clear error
+        if self._hierarchy.vectorize([query_str]).nnz:
+            return True
+        logger.warning(
+            "The query %r has no word of the topic hierarchy's vocabulary, so it cannot be placed in a "
+            "topic; %s retrieval falls back to flat for it.",
+            query_str[:60] + ("..." if len(query_str) > 60 else ""),
+            self._mode,
+        )
+        return False
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         # The work is CPU-bound (embedding, search); a worker thread keeps the event loop responsive.
