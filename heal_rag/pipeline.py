@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from heal_rag._io import atomic_write_json, loads_json
+from heal_rag._io import atomic_write_json, check_writable, loads_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from heal_rag.datasets import Document, RetrievalDataset
@@ -345,7 +345,7 @@ def _prepare_out_dir(out: Path, restart: bool) -> dict[str, Any]:
         except (OSError, json.JSONDecodeError):
             logger.warning("%s is unreadable; starting clean", state_path)
             state = {}
-        if state.get("format") != STATE_FORMAT:
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             state = {}
     out.mkdir(parents=True, exist_ok=True)
     if restart:
@@ -447,7 +447,7 @@ def run_pipeline(
         ImportError: ``llm="local"`` without the local LLM runtime (the message says what to install).
 
     """
-    from heal_rag._models import resolve_model_name
+    from heal_rag._models import check_model_reference
 
     total_start = time.perf_counter()
     for name, value, low in (
@@ -479,8 +479,11 @@ def run_pipeline(
     if max_questions == "auto":
         local = isinstance(llm, str) and llm.strip().lower() == "local"
         max_questions = DEMO_DEFAULTS["local_llm_questions"] if local else None
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"The output path {out} is a file; give a folder.")
+    check_writable(out, what="The output folder")  # before minutes of work, not at the first save
+    base_path = check_model_reference(base_model, what="base_model")
     inputs = _resolve_inputs(corpus, split, train_split, max_questions, seed)
-    base_path = resolve_model_name(base_model)
     state = _prepare_out_dir(out, restart)
     show = show_progress and os.environ.get("TQDM_DISABLE") != "1"
     notes = list(inputs.notes)

@@ -79,6 +79,22 @@ def main(argv: list[str] | None = None) -> int:
         # Our own validation raises these with messages written for users; show them without a traceback.
         print(f"heal-rag {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        # The file system refused a read or a write (read-only mount, disk full, no permission): one line
+        # naming the path. An OSError that names no path is not the user's environment: keep its traceback.
+        from heal_rag._io import OutputLocationError
+
+        if isinstance(error, OutputLocationError):
+            print(f"heal-rag {args.command}: error: {error}", file=sys.stderr)
+            return 2
+        if error.filename is None:
+            raise
+        reason = error.strerror or type(error).__name__
+        print(
+            f"heal-rag {args.command}: error: cannot write or read {error.filename}: {reason}",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

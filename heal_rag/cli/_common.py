@@ -20,6 +20,37 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed_int(text: str) -> int:
+    """Parse a random seed: an integer in [0, 2**32 - 1] (what numpy and torch accept)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected a seed between 0 and {2**32 - 1}, got {value}")
+    return value
+
+
+def check_outputs(*outputs: tuple[str | None, str, bool]) -> None:
+    """Probe each ``(path, option, is_file)`` output before any work (:func:`heal_rag._io.check_writable`).
+
+    ``None`` paths (options not given) are skipped.
+    """
+    from heal_rag._io import check_writable
+
+    for path, option, is_file in outputs:
+        if path is not None:
+            check_writable(path, what=option, is_file=is_file)
+
+
+def check_models(names: list[str | None], option: str) -> None:
+    """Check model names/paths before any work: a file, an empty folder or an offline hub name is an error."""
+    from heal_rag._models import check_model_reference
+
+    for name in names:
+        check_model_reference(name, what=option)
+
+
 def require_corpus_folder(
     text: str, *, layout: str = BEIR_LAYOUT, error: type[Exception] = FileNotFoundError
 ) -> Path:

@@ -9,7 +9,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from heal_rag.cli._common import positive_int, require_corpus_folder
+from heal_rag.cli._common import check_models, check_outputs, positive_int, require_corpus_folder, seed_int
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--n-distractors", type=positive_int, default=None, help="how many distractors (default all)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of samples and statistics (default 0)")
+    parser.add_argument(
+        "--seed", type=seed_int, default=0, help="seed of samples and statistics, 0 to 2**32-1 (default 0)"
+    )
     parser.add_argument(
         "--resamples", type=positive_int, default=10_000, help="bootstrap/permutation resamples"
     )
@@ -89,6 +91,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", required=True, metavar="DIR", help="output folder for the reports and checkpoint"
     )
     parser.set_defaults(handler=run)
+
+
+# what an earlier `evaluate rag` leaves in --out: a folder holding one of these is a run to resume or update
+RUN_MARKERS = ("checkpoints", "report.json")
+
+
+def check_run_folder(out: Path) -> None:
+    """Refuse an --out folder that holds files but no earlier run: its files would be mixed with ours."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file; give a folder for the reports.")
+    if not out.is_dir() or any((out / marker).exists() for marker in RUN_MARKERS):
+        return
+    entries = [p for p in out.iterdir() if not p.name.startswith(".")]
+    if entries:
+        names = ", ".join(sorted(p.name for p in entries)[:3]) + (", ..." if len(entries) > 3 else "")
+        raise FileExistsError(
+            f"--out {out} is not empty ({names}) and holds no earlier 'evaluate rag' run; its files are left "
+            "alone. Choose a new or empty folder."
+        )
 
 
 def _has_decisions(folder: Path) -> bool:
@@ -197,6 +218,9 @@ def run(args: argparse.Namespace) -> int:
     if len(args.model) != len(set(args.model)):
         raise ValueError(f"--model values must differ; got {args.model}.")
     out = Path(args.out)
+    check_run_folder(out)
+    check_outputs((args.out, "--out", False))
+    check_models(list(args.model), "--model")
     generator = _llm(args.llm, args.llm_model, "llm")
     judge_llm = _llm(args.judge, args.judge_model, "judge")
     dataset, questions = _load(args)

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from heal_rag._fusion_options import DEFAULT_FUSION, FUSION_METHODS
-from heal_rag.cli._common import positive_int, require_corpus_folder
+from heal_rag.cli._common import check_models, check_outputs, positive_int, require_corpus_folder
 from heal_rag.evaluation.metrics import DEFAULT_METRICS
 
 logger = logging.getLogger(__name__)
@@ -114,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(
             f"--json {args.json_out} is a folder; give a file path such as {args.json_out}/metrics.json."
         )
+    check_outputs((args.json_out, "--json", True), (args.cache_dir, "--cache-dir", False))
+    check_models(list(args.models), "--model")
     results = evaluate_models(
         corpus,
         args.models,

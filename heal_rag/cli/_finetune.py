@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from heal_rag._loss_options import CONTRAST_MODES, HARD_NEGATIVE_SOURCES, LEVEL_WEIGHT_PRESETS
-from heal_rag.cli._common import positive_int, require_corpus_folder
+from heal_rag.cli._common import check_models, check_outputs, positive_int, require_corpus_folder
 from heal_rag.cli._hierarchy import add_hnmfk_arguments, hnmfk_params
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="stop after N steps (overrides --epochs)",
     )
-    training.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="batch size (32)")
+    training.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=32,
+        metavar="N",
+        help="batch size (32); HEAL's topic-balanced batches need at least 8 (2 topics x 2 leaves x 2 "
+        "documents with a 2-level hierarchy), --no-hierarchy at least 2",
+    )
     training.add_argument(
         "--learning-rate", type=float, default=2e-5, metavar="LR", help="learning rate (2e-5)"
     )
@@ -171,6 +178,13 @@ def run_finetune(args: argparse.Namespace) -> int:
     corpus = require_corpus_folder(args.corpus, layout="corpus.jsonl, queries.jsonl")
     if args.train_qrels and args.llm:
         raise ValueError("Give either --train-qrels or --llm, not both.")
+    # every argument and output checked before minutes of loading and training
+    from heal_rag.training.model_dir import check_output_dir
+
+    check_output_dir(args.out, overwrite=args.overwrite)
+    check_outputs((args.llm_cache, "--llm-cache", True))
+    check_models([args.base_model], "--base-model")
+    level_weights = parse_level_weights(args.level_weights)
     splits = available_splits(corpus)
     if args.eval_split is not None:
         if args.eval_split not in splits:
@@ -218,7 +232,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         contrast=args.contrast,
         hard_negatives=args.hard_negatives,
-        level_weights=parse_level_weights(args.level_weights),
+        level_weights=level_weights,
         use_document_level=not args.no_document_level,
         max_steps=args.max_steps,
         max_seq_length=args.max_seq_length,

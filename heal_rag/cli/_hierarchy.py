@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from heal_rag.cli._common import positive_int
+from heal_rag.cli._common import check_outputs, positive_int, seed_int
 
 if TYPE_CHECKING:  # pragma: no cover
     from heal_rag.datasets import Document
@@ -87,7 +87,7 @@ def add_hnmfk_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--max-features", type=positive_int, default=None, metavar="N", help="TF-IDF vocabulary size"
     )
-    group.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    group.add_argument("--seed", type=seed_int, default=0, help="random seed, 0 to 2**32-1 (default: 0)")
 
 
 def hnmfk_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -155,6 +155,7 @@ def run_build(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     check_output_dir(out, overwrite=args.overwrite)
+    check_outputs((args.out, "--out", False))
     params = hnmfk_params(args)
     documents = load_corpus(args.corpus)
     hierarchy = build_hierarchy(documents, params)

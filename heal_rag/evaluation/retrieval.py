@@ -186,7 +186,7 @@ def load_model(
         ValueError: when the folder is not a sentence-transformers model, or the name cannot be loaded.
 
     """
-    from sentence_transformers import SentenceTransformer
+    from heal_rag._models import load_sentence_transformer
 
     name = resolve_model_name(str(model))
     path = Path(name).expanduser()
@@ -206,7 +206,7 @@ def load_model(
             f"Model path {name} does not exist. Give an existing model folder or a model name."
         )
     try:
-        loaded = SentenceTransformer(name, device=device)
+        loaded = load_sentence_transformer(name, device=device, what="model")
     except (OSError, ValueError) as error:
         raise ValueError(
             f"Cannot load the embedding model {str(model)!r}: it is neither a local sentence-transformers "

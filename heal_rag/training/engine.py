@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from heal_rag._loss_options import check_contrast, check_hard_negatives
-from heal_rag._models import resolve_model_name
+from heal_rag._models import load_sentence_transformer, resolve_model_name
 from heal_rag._version import __version__
 from heal_rag.training.model_dir import check_output_dir, save_model_dir
 from heal_rag.training.queries import (
@@ -654,7 +654,6 @@ class HEALFinetuneEngine:
         import torch
         from datasets import Dataset
         from sentence_transformers import (
-            SentenceTransformer,
             SentenceTransformerTrainer,
             SentenceTransformerTrainingArguments,
         )
@@ -706,7 +705,7 @@ class HEALFinetuneEngine:
         total_steps = self.max_steps or self.epochs * steps_per_epoch
 
         model_name = resolve_model_name(self.base_model)
-        model = SentenceTransformer(model_name, device=self.device)
+        model = load_sentence_transformer(model_name, device=self.device, what="base_model")
         model.max_seq_length = self.max_seq_length
         loss = HEALLoss(
             model,
