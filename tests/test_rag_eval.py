@@ -440,7 +440,7 @@ def test_bad_inputs_raise_clear_errors(tiny, vector_index, questions):
         evaluate_rag([RAGConfiguration("foreign", retriever=KeywordRetriever(foreign))], questions)
 
 
-def test_resume_after_interruption_and_clean_start_on_change(tiny, questions, tmp_path):
+def test_resume_after_interruption_and_clean_start_on_change(tiny, questions, tmp_path, caplog):
     class Interrupting(KeywordRetriever):
         def __init__(self, *args: Any, stop_after: int, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
@@ -462,14 +462,21 @@ def test_resume_after_interruption_and_clean_start_on_change(tiny, questions, tm
     checkpoints = list((tmp_path / "checkpoints").glob("rag-*.jsonl"))
     assert len(checkpoints) == 1
     assert len(checkpoints[0].read_text().splitlines()) == 3
+    # a line that is valid JSON but lacks keys (issue 13) is skipped like a torn one: its question reruns
+    lines = checkpoints[0].read_text().splitlines()
+    partial = json.loads(lines[0])
+    del partial["retrieved_ids"], partial["scores"]
+    checkpoints[0].write_text("\n".join([json.dumps(partial), *lines[1:], '{"configuration": "kw"}']) + "\n")
     # simulate a torn last line (killed mid-write): it is dropped, not mixed in
     with open(checkpoints[0], "a") as handle:
         handle.write('{"configuration": "kw", "question_id"')
     resumed_retriever = Interrupting(nodes, stop_after=100)
     config = RAGConfiguration("kw", retriever=resumed_retriever, description={"model": "kw-v1"})
-    result = evaluate_rag([config], questions, k=5, out_dir=tmp_path, n_resamples=100)
-    assert resumed_retriever.calls == len(questions.questions) - 3  # only the missing questions ran
-    assert len(checkpoints[0].read_text().splitlines()) == len(questions.questions)
+    with caplog.at_level("WARNING", logger="heal_rag"):
+        result = evaluate_rag([config], questions, k=5, out_dir=tmp_path, n_resamples=100)
+    assert "skipped 2 unreadable or incomplete line(s)" in caplog.text
+    assert resumed_retriever.calls == len(questions.questions) - 2  # the missing and the incomplete ran
+    assert len(checkpoints[0].read_text().splitlines()) == len(questions.questions) + 2
     fresh = evaluate_rag(
         [RAGConfiguration("kw", retriever=KeywordRetriever(nodes), description={"model": "kw-v1"})],
         questions,

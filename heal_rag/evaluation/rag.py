@@ -414,6 +414,27 @@ def _config_hash(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
 
 
+# what every checkpoint record holds (RAGRunner.run writes them all), with its type
+_RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "configuration": str,
+    "question_id": str,
+    "retrieved_ids": list,
+    "generation_ids": list,
+    "scores": dict,
+    "errors": dict,
+}
+
+
+def _is_record(record: Any) -> bool:
+    """Whether a parsed checkpoint line is a complete record (a line lacking keys is treated as torn)."""
+    return (
+        isinstance(record, dict)
+        and all(isinstance(record.get(key), kind) for key, kind in _RECORD_FIELDS.items())
+        and all(isinstance(d, str) for d in record["retrieved_ids"])
+        and all(v is None or isinstance(v, (int, float)) for v in record["scores"].values())
+    )
+
+
 class _Checkpoint:
     """Append-only JSONL of per-(question, configuration) records, one file per configuration hash."""
 
@@ -441,15 +462,24 @@ class _Checkpoint:
             raw = raw[: raw.rfind(b"\n") + 1]
             with open(self.path, "r+b") as handle:
                 handle.truncate(len(raw))
-        for line in raw.decode("utf-8").splitlines():
+        skipped = 0
+        for line in raw.decode("utf-8", errors="replace").splitlines():
             if not line.strip():
                 continue
             try:
                 record = loads_json(line)
             except json.JSONDecodeError:
-                logger.warning("skipping an unreadable line in %s", self.path)
+                record = None
+            if not _is_record(record):
+                skipped += 1  # torn, edited or foreign: that question is simply run again
                 continue
             self.records[(record["configuration"], record["question_id"])] = record
+        if skipped:
+            logger.warning(
+                "skipped %d unreadable or incomplete line(s) in %s; those questions are run again",
+                skipped,
+                self.path,
+            )
         if self.records:
             logger.info("resuming: %d record(s) found in %s", len(self.records), self.path)
 
