@@ -215,6 +215,15 @@ class RetrievalDataset:
         return [doc.full_text for doc in self.corpus.values()]
 
     @property
+    def empty_doc_ids(self) -> list[str]:
+        """Ids of the documents with neither title nor text, in corpus order.
+
+        They stay in the corpus (qrels may judge them: such a judgment counts as a miss), but they are left
+        out of every index and of training: an empty text would otherwise be embedded and retrieved.
+        """
+        return [doc.id for doc in self.corpus.values() if not doc.full_text.strip()]
+
+    @property
     def query_ids(self) -> list[str]:
         """Query ids in order."""
         return list(self.queries)
@@ -279,8 +288,12 @@ class RetrievalDataset:
         return train, test
 
     def to_nodes(self) -> list[TextNode]:
-        """Convert the corpus to LlamaIndex ``TextNode`` objects (see :func:`documents_to_nodes`)."""
-        return documents_to_nodes(self.documents)
+        """Convert the corpus to LlamaIndex ``TextNode`` objects (see :func:`documents_to_nodes`).
+
+        Documents without text are left out (see :attr:`empty_doc_ids`): they are never retrieved.
+        """
+        empty = set(self.empty_doc_ids)
+        return documents_to_nodes(d for d in self.documents if d.id not in empty)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -690,7 +690,8 @@ def _load_hierarchy(folder: Path, documents: list[Document]) -> Hierarchy | None
     except (OSError, ValueError) as error:
         logger.info("cannot reuse the hierarchy in %s (%s); rebuilding", folder, error)
         return None
-    if [str(i) for i in hierarchy.doc_ids] != [d.id for d in documents]:
+    usable = [d.id for d in documents if d.full_text.strip()]  # HNMFk leaves empty documents out
+    if [str(i) for i in hierarchy.doc_ids] != usable:
         logger.info("the hierarchy in %s covers other documents; rebuilding", folder)
         return None
     return hierarchy

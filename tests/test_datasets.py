@@ -444,3 +444,18 @@ def test_demo_corpus_is_an_exact_subset_of_scifact(scifact_dir, demo_dataset):
     assert demo_dataset.qrels == full.qrels
     for doc_id, doc in demo_dataset.corpus.items():
         assert full.corpus[doc_id] == doc
+
+
+def test_empty_documents_stay_in_the_corpus_but_are_never_indexed(small_dataset):
+    from heal_rag.datasets import Document, RetrievalDataset
+    from heal_rag.evaluation.retrieval import bm25_run, dense_run
+
+    corpus = dict(small_dataset.corpus, e1=Document("e1", ""), e2=Document("e2", "  ", title=""))
+    qrels = dict(small_dataset.qrels, q0={"d1": 1, "e1": 1})  # the collection judges an empty document
+    dataset = RetrievalDataset(corpus=corpus, queries=small_dataset.queries, qrels=qrels, name="untidy")
+    assert dataset.empty_doc_ids == ["e1", "e2"] and "e1" in dataset.corpus
+    assert [n.node_id for n in dataset.to_nodes()] == list(small_dataset.corpus)
+    run = bm25_run(dataset, k=len(corpus)).run  # k above the corpus size: every indexed document is ranked
+    assert all("e1" not in ranking and "e2" not in ranking for ranking in run.values())
+    dense = dense_run("default", dataset, k=len(corpus), device="cpu").run  # an empty text is never embedded
+    assert all(len(ranking) == 12 and "e1" not in ranking for ranking in dense.values())

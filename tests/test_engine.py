@@ -174,7 +174,7 @@ def test_bad_corpus():
         HEALFinetuneEngine([], output_dir="unused")
     with pytest.raises(ValueError, match="None of the 2 documents has any text"):
         HEALFinetuneEngine([Document("a", ""), Document("b", "  ")], output_dir="unused")
-    with pytest.raises(ValueError, match="1 of 2 documents have no text.*'b'"):
+    with pytest.raises(ValueError, match="Only 1 of 2 documents have text.*'b'"):
         HEALFinetuneEngine([Document("a", "text"), Document("b", "")], output_dir="unused")
     with pytest.raises(ValueError, match="unique; duplicated: 'a'"):
         HEALFinetuneEngine([Document("a", "one"), Document("a", "two")], output_dir="unused")
@@ -481,3 +481,35 @@ def test_dev_set_evaluates_each_epoch_and_keeps_the_best(tmp_path):
     )
     with pytest.raises(TypeError, match="dev_set must be a RetrievalDataset"):
         HEALFinetuneEngine(documents, output_dir=tmp_path / "x", dev_set={"q": "text"})
+
+
+def test_empty_documents_are_left_out_of_clustering_and_training_with_one_warning(
+    small_texts, caplog, tmp_path
+):
+    from heal_rag.datasets import Document
+    from heal_rag.hierarchy import HNMFk
+    from heal_rag.training.queries import TrainingPair
+
+    docs = [Document(f"d{i}", t) for i, t in enumerate(small_texts)] + [
+        Document("e1", ""),
+        Document("e2", " "),
+    ]
+    with pytest.warns(UserWarning, match="2 of 14 documents have no text"):
+        hierarchy = (
+            HNMFk(depth=1, k_range=(2, 3), min_topic_size=2, min_df=1, progress=False)
+            .fit([d.full_text for d in docs], doc_ids=[d.id for d in docs])
+            .hierarchy_
+        )
+    pairs = [TrainingPair(query=f"question {i}", doc_id=f"d{i}") for i in range(12)]
+    pairs.append(TrainingPair(query="a question judged on an empty document", doc_id="e1"))
+    with caplog.at_level("WARNING", logger="heal_rag"):
+        engine = HEALFinetuneEngine(docs, hierarchy=hierarchy, queries=pairs, output_dir=tmp_path / "m")
+    assert caplog.text.count("have no text") == 1 and "2 of 14 documents" in caplog.text
+    assert "'e1'" in caplog.text and "'e2'" in caplog.text
+    assert engine.empty_document_ids_ == ["e1", "e2"]
+    assert [d.id for d in engine.documents] == [f"d{i}" for i in range(12)]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="heal_rag"):
+        kept, _ = engine._make_pairs()
+    assert [p.doc_id for p in kept] == [f"d{i}" for i in range(12)]
+    assert "1 training pair(s) point to documents without text" in caplog.text

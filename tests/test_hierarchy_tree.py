@@ -61,7 +61,7 @@ def test_save_load_round_trip(model, tmp_path):
         np.testing.assert_array_equal(other.vector, topic.vector)
     queries = ["supernova telescope", "steak charcoal smoke", "", "jury verdict"]
     np.testing.assert_array_equal(loaded.predict(queries), est.predict(queries))
-    np.testing.assert_array_equal(loaded.predict(texts), h.paths)
+    np.testing.assert_array_equal(loaded.predict([t for t in texts if t.strip()]), h.paths)
     for a, b in zip(loaded.predict_memberships(queries), est.predict_memberships(queries), strict=True):
         np.testing.assert_array_equal(a, b)
     assert loaded.split_info.keys() == h.split_info.keys()
@@ -180,3 +180,19 @@ def test_deeply_nested_json_is_a_clear_error(tmp_path):
     (folder / "hierarchy.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(ValueError, match="corrupted.*nested too deeply"):
         Hierarchy.load(folder)
+
+
+def test_empty_texts_are_left_out_of_the_hierarchy_with_one_warning(model):
+    est, texts = model
+    h = est.hierarchy_
+    assert len(texts) - 1 == h.n_documents  # the fixture's one empty text
+    empty_id = f"doc-{texts.index('')}"
+    assert empty_id not in h.doc_ids and "galaxy galaxy galaxy" in texts
+    with pytest.warns(UserWarning, match=r"2 of 5 documents have no text .*'b', 'd'") as caught:
+        small = HNMFk(depth=1, k_range=(2, 2), min_topic_size=1, **FAST).fit(
+            ["stars galaxy", "", "bread oven", "  \n", "galaxy stars"], doc_ids=list("abcde")
+        )
+    assert sum("no text" in str(w.message) for w in caught) == 1
+    assert small.hierarchy_.doc_ids == ["a", "c", "e"]
+    with pytest.raises(ValueError, match="None of the 2 texts"):
+        HNMFk(**FAST).fit(["", " "])

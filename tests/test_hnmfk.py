@@ -167,18 +167,20 @@ def test_fewer_documents_than_smallest_k():
     assert model.hierarchy_.paths.shape == (6, 1)
 
 
-def test_duplicate_and_empty_texts_are_kept():
+def test_duplicate_texts_are_kept_and_empty_ones_left_out():
     texts, l0, _ = planted_corpus()
-    texts = texts + [texts[0]] * 5 + ["", "   ", "the and of"]
-    model = HNMFk(depth=2, k_range=(2, 6), min_topic_size=5, **FAST).fit(texts)
+    texts = texts + [texts[0]] * 5 + ["", "the and of", "   "]
+    with pytest.warns(UserWarning, match="2 of 158 documents have no text"):
+        model = HNMFk(depth=2, k_range=(2, 6), min_topic_size=5, **FAST).fit(texts)
     h = model.hierarchy_
-    assert h.paths.shape[0] == len(texts)  # nothing dropped
+    assert h.paths.shape[0] == len(texts) - 2  # only the two empty texts are left out (issue 13)
+    assert "155" not in h.doc_ids and "157" not in h.doc_ids and h.doc_ids[-1] == "156"
     # duplicates land with their original
     assert np.all(h.paths[150:155] == h.paths[0])
-    # empty texts follow the most populous topic at each split, with prior memberships
+    # a text of stop words only is kept: it follows the most populous topic at each split (prior memberships)
     sizes0 = {t.id: t.size for t in h.topics_at(0)}
     largest = max(sizes0, key=lambda i: (sizes0[i], -i))
-    assert np.all(h.labels(0)[-3:] == largest)
+    assert h.labels(0)[-1] == largest
     np.testing.assert_allclose(h.memberships(0)[-1].sum(), 1.0)
     np.testing.assert_array_equal(model.predict([""]), h.paths[-1:])
 

@@ -403,7 +403,9 @@ def dense_run(
     seconds["load"] = time.perf_counter() - start
     cache_path = Path(cache_dir) if cache_dir is not None else None
 
-    doc_ids, doc_texts = dataset.doc_ids, dataset.texts
+    empty = set(dataset.empty_doc_ids)  # never retrieved: an empty text is not embedded (judged = a miss)
+    doc_ids = [d for d in dataset.doc_ids if d not in empty]
+    doc_texts = [dataset.corpus[d].full_text for d in doc_ids]
     query_ids = list(dataset.queries)
     query_texts = [dataset.queries[qid] for qid in query_ids]
     common = {"fingerprint": fingerprint, "cache_dir": cache_path, "batch_size": batch_size}

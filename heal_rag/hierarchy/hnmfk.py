@@ -208,6 +208,23 @@ class HNMFk(BaseEstimator):
             if not texts:
                 raise ValueError(f"{owner} got an empty corpus (0 documents); at least 1 document is needed.")
             ids = self._check_doc_ids(doc_ids, len(texts))
+            empty = [i for i, text in enumerate(texts) if not text.strip()]
+            if empty:
+                if len(empty) == len(texts):
+                    raise ValueError(
+                        f"None of the {len(texts)} texts given to {owner} has any text: nothing to cluster."
+                    )
+                # empty texts say nothing about topics: leave them out of the tree (issue 13), say so once
+                shown = ", ".join(repr(ids[i]) for i in empty[:5]) + (", ..." if len(empty) > 5 else "")
+                warnings.warn(
+                    f"{len(empty)} of {len(texts)} documents have no text and are left out of the topic "
+                    f"hierarchy: {shown}.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                keep = set(range(len(texts))) - set(empty)
+                texts = [t for i, t in enumerate(texts) if i in keep]
+                ids = [d for i, d in enumerate(ids) if i in keep]
             matrix, vocabulary, idf, self.vectorizer_ = self._vectorize(texts)
             tfidf = self._tfidf_settings()
         else:

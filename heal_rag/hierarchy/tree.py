@@ -10,7 +10,8 @@ with the divergence the topics were fitted with (:attr:`Hierarchy.beta_loss`): K
 conditional memberships and the largest one picks the child. Soft memberships at a level are the products of
 the conditional memberships along each root-to-topic branch, so each row sums to 1. A document without
 any vocabulary term (an all-zero row) cannot be placed by content: it follows the most populous child at every
-split and its conditional memberships are the children's size proportions (the prior). It is never dropped.
+split and its conditional memberships are the children's size proportions (the prior). It is never dropped
+(only texts with no text at all are left out when :class:`HNMFk` fits, with a warning naming them).
 """
 
 from __future__ import annotations

@@ -220,6 +220,15 @@ class HEALFinetuneEngine:
             documents = list(documents.corpus.values())
         self.documents = list(documents)
         self._records = self._check_documents(self.documents)
+        # documents without text are left out of clustering and training (kept in the corpus for evaluation)
+        self.empty_document_ids_ = [r[0] for r in self._records if not full_text(r[1], r[2]).strip()]
+        if self.empty_document_ids_:
+            usable = [
+                (r, d)
+                for r, d in zip(self._records, self.documents, strict=True)
+                if r[0] not in set(self.empty_document_ids_)
+            ]
+            self._records, self.documents = [r for r, _ in usable], [d for _, d in usable]
         self.base_model = base_model
         self.output_dir = Path(output_dir)
         self.overwrite = bool(overwrite)
@@ -396,10 +405,17 @@ class HEALFinetuneEngine:
                 "train "
                 "on. Check the corpus file's 'text' field."
             )
-        if empty:
+        if len(records) - len(empty) < 2:
             raise ValueError(
-                f"{len(empty)} of {len(records)} documents have no text (ids {_preview(empty)}); they can be "
-                "neither clustered nor retrieved. Remove them from the corpus."
+                f"Only {len(records) - len(empty)} of {len(records)} documents have text (empty: "
+                f"{_preview(empty)}); contrastive training needs at least two. Check the corpus' text field."
+            )
+        if empty:
+            logger.warning(
+                "%d of %d documents have no text and are left out of clustering and training: %s.",
+                len(empty),
+                len(records),
+                _preview(empty),
             )
         return records
 
@@ -415,7 +431,8 @@ class HEALFinetuneEngine:
 
     def _check_hierarchy_matches(self, hierarchy: Hierarchy) -> None:
         corpus_ids = [r[0] for r in self._records]
-        tree_ids = [str(i) for i in hierarchy.doc_ids]
+        # a hierarchy fitted before empty documents were left out may still list them: ignore those
+        tree_ids = [str(i) for i in hierarchy.doc_ids if str(i) not in set(self.empty_document_ids_)]
         if len(tree_ids) != len(corpus_ids) or set(tree_ids) != set(corpus_ids):
             missing = [i for i in corpus_ids if i not in set(tree_ids)]
             extra = [i for i in tree_ids if i not in set(corpus_ids)]
@@ -429,7 +446,7 @@ class HEALFinetuneEngine:
             )
 
     def _check_known_documents(self, doc_ids: Sequence[str]) -> None:
-        known = {r[0] for r in self._records}
+        known = {r[0] for r in self._records} | set(self.empty_document_ids_)
         unknown = sorted({d for d in doc_ids if d not in known})
         if unknown:
             raise ValueError(
@@ -543,6 +560,14 @@ class HEALFinetuneEngine:
             pairs = list(queries)
             info["queries"] = "given pairs"
         self._check_known_documents([p.doc_id for p in pairs])
+        if self.empty_document_ids_:  # judged documents without text: nothing to train towards
+            no_text = set(self.empty_document_ids_)
+            kept = [p for p in pairs if p.doc_id not in no_text]
+            if len(kept) < len(pairs):
+                logger.warning(
+                    "%d training pair(s) point to documents without text; skipped.", len(pairs) - len(kept)
+                )
+            pairs = kept
         empty = sum(1 for p in pairs if not p.query.strip())
         if empty:
             raise ValueError(f"{empty} training pairs have an empty query; remove them.")
