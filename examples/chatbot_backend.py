@@ -46,7 +46,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, field_validator
 
 logger = logging.getLogger(__name__)
@@ -61,6 +63,11 @@ SESSION_ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,128}$"
 # ----------------------------------------------------------------------------------------------------------
 # request / response schemas
 # ----------------------------------------------------------------------------------------------------------
+# the largest request body accepted (HEAL_MAX_REQUEST_BYTES overrides it): a 4,000-character message in
+# UTF-8 JSON with escapes stays well below it
+MAX_REQUEST_BYTES = 64 * 1024
+
+
 class ChatRequest(BaseModel):
     session_id: str = Field(
         ..., pattern=SESSION_ID_PATTERN, description="Conversation id chosen by the client."
@@ -363,6 +370,26 @@ def create_app(
 
     app = FastAPI(title="HEAL chatbot backend", version="0.1", lifespan=lifespan)
     app.state.chat = state
+    max_bytes = _env_int("HEAL_MAX_REQUEST_BYTES", MAX_REQUEST_BYTES)
+
+    @app.middleware("http")
+    async def cap_request_size(request: Request, call_next: Any) -> Any:
+        """Refuse bodies over the cap from their Content-Length, before reading them."""
+        if request.method in {"POST", "PUT", "PATCH"}:
+            length = request.headers.get("content-length")
+            if length is None:
+                return JSONResponse(status_code=411, content={"detail": "Send a Content-Length header."})
+            if not length.isdigit() or int(length) > max_bytes:
+                return JSONResponse(
+                    status_code=413, content={"detail": f"The request body is over {max_bytes} bytes."}
+                )
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+        """Say what is wrong with the request without echoing its content back."""
+        errors = [{k: e.get(k) for k in ("loc", "msg", "type")} for e in error.errors()]
+        return JSONResponse(status_code=422, content={"detail": errors})
 
     def service() -> ChatService:
         if state["service"] is None:

@@ -284,6 +284,11 @@ def test_chatbot_rejects_bad_input(mock_client, chatbot, heal_index):
     assert bad_id.status_code == 422 and "session_id" in bad_id.text
     assert client.post("/chat", json={"message": "hi"}).status_code == 422
     assert client.get("/sessions/nobody").status_code == 404
+    # issue 13: a 1 MB message is refused by size, and no error echoes the request back
+    huge = client.post("/chat", json={"session_id": "s", "message": "x" * 1_000_000})
+    assert huge.status_code == 413 and len(huge.content) < 200 and "xxxx" not in huge.text
+    too_long = client.post("/chat", json={"session_id": "s", "message": "secret " * 700})
+    assert too_long.status_code == 422 and "secret" not in too_long.text and "4000" in too_long.text
     with pytest.raises(TypeError, match="retriever .* or a VectorStoreIndex"):
         chatbot.create_app("not an index", llm=MockLLM())
 
