@@ -112,7 +112,7 @@ def check_model_reference(name_or_path: str | None, *, what: str = "model") -> s
             )
         return resolved
     if resolved.startswith((".", "/", "~", os.sep)) or resolved.count("/") > 1:  # a path, not org/name
-        raise ValueError(f"{what} {resolved}: no such folder. Check the path.")
+        raise ValueError(f"{what} {resolved} does not exist; give an existing model folder or a hub name.")
     if _hub_offline() and not _in_hub_cache(resolved):
         raise ValueError(
             f"{what} {resolved!r} is not a local folder, and the model hub is offline (HF_HUB_OFFLINE or "
