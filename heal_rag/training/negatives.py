@@ -146,10 +146,11 @@ def mined_negatives(
     """
     import torch
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformer
     from sentence_transformers.util import mine_hard_negatives
 
-    model = SentenceTransformer(model_name, device=device)
+    from heal_rag._models import load_sentence_transformer
+
+    model = load_sentence_transformer(model_name, device=device, what="base_model")
     model.max_seq_length = max_seq_length
     settings: dict[str, Any] = {
         "range_max": 50,
