@@ -52,6 +52,13 @@ DEV_SHARE = 0.2
 #: The systems compared: engine settings on top of the shared training budget. ``flat`` is a plain
 #: in-batch-negatives fine-tune (MultipleNegativesRankingLoss); everything else uses the topic hierarchy
 #: in the loss, the sampler, the negatives, or several of them.
+#: Every loss setting is pinned here, so that changing the engine's defaults never changes a system.
+PINNED = {
+    "temperature": 0.05,
+    "contrast": "graded",
+    "level_weights": "document-heavy",
+    "hard_negatives": "none",
+}
 SYSTEMS: dict[str, dict[str, Any]] = {
     "flat": {"use_hierarchy": False},
     "flat-mined": {"use_hierarchy": False, "hard_negatives": "mined"},
@@ -63,6 +70,7 @@ SYSTEMS: dict[str, dict[str, Any]] = {
     "heal-soft": {"use_hierarchy": True, "contrast": "soft", "level_weights": [0.02, 0.05, 1.0]},
     "heal-supcon": {"use_hierarchy": True, "contrast": "supcon"},
 }
+SYSTEMS = {name: {**PINNED, **settings} for name, settings in SYSTEMS.items()}
 DESCRIPTIONS = {
     "flat": "document level only, random batches (MNRL)",
     "flat-mined": "flat + 1 negative mined by the base model (mine_hard_negatives)",
