@@ -758,6 +758,8 @@ def _finetune(
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,
+        # the demo's short runs keep plain in-batch negatives (its figures in bench_demo predate mining)
+        hard_negatives="none",
         max_steps=max_steps,
         max_seq_length=max_seq_length,
         seed=seed,

@@ -74,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--questions-per-doc", type=positive_int, default=1, metavar="N", help="LLM questions per document"
     )
     training = parser.add_argument_group("training options")
-    training.add_argument("--epochs", type=positive_int, default=1, metavar="N", help="epochs (default: 1)")
+    training.add_argument("--epochs", type=positive_int, default=4, metavar="N", help="epochs (default: 4)")
     training.add_argument(
         "--max-steps",
         type=positive_int,
@@ -91,7 +91,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "documents with a 2-level hierarchy), --no-hierarchy at least 2",
     )
     training.add_argument(
-        "--learning-rate", type=float, default=2e-5, metavar="LR", help="learning rate (2e-5)"
+        "--learning-rate", type=float, default=5e-5, metavar="LR", help="learning rate (5e-5)"
     )
     training.add_argument(
         "--temperature", type=float, default=0.05, metavar="T", help="HEAL temperature (0.05)"
@@ -107,10 +107,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     training.add_argument(
         "--hard-negatives",
         choices=HARD_NEGATIVE_SOURCES,
-        default="none",
-        help="one extra negative document per pair: none (default), tree (a document of the same leaf "
-        "topic; needs the hierarchy) or mined (nearest documents under the base model, with "
-        "sentence-transformers' mine_hard_negatives)",
+        default="mined",
+        help="one extra negative document per pair: mined (default: one of the nearest documents under "
+        "the base model, with sentence-transformers' mine_hard_negatives), tree (a document of the same "
+        "leaf topic; needs the hierarchy) or none",
     )
     training.add_argument(
         "--level-weights",

@@ -161,6 +161,7 @@ def mined_negatives(
         "verbose": show_progress,
     }
     settings.update(mining_kwargs or {})
+    settings["range_max"] = min(int(settings["range_max"]), max(1, len(corpus) - 1))  # small corpora
     torch.manual_seed(int(rng.integers(2**31)))
     mined = mine_hard_negatives(
         Dataset.from_dict({"anchor": list(queries), "positive": list(positives)}),
