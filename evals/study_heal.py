@@ -405,11 +405,17 @@ def stage_tables(stage_dir: str, records: list[dict[str, Any]]) -> tuple[list[st
 
     # paired tests of every trained system against flat (and base), per seed and pooled over seeds
     tests: list[dict[str, Any]] = []
-    references = [n for n in ("flat", "base", "flat+bm25", "base+bm25") if n in per_system]
+    references = [
+        n
+        for n in ("flat", "flat-mined", "base", "flat+bm25", "flat-mined+bm25", "base+bm25")
+        if n in per_system
+    ]
     for name in ordered:
         for ref in references:
             if name == ref or ("+" in name) != ("+" in ref) or name in ("base", "base+bm25", "bm25"):
                 continue
+            if ref.startswith("flat-mined") and "mined" not in name:
+                continue  # the mined peer is the reference of the mined systems only
             seeds = sorted(s for s in per_system[name] if s is not None)
             per_seed = []
             for seed in seeds:
