@@ -265,14 +265,8 @@ def train_and_evaluate(stage: str, system: str, seed: int, args: argparse.Namesp
         "dev_history": metrics.get("dev_history"),
         "best_epoch": metrics.get("best_epoch"),
         "hard_negatives": metrics.get("hard_negatives"),
-        "metrics": {systems.get(k, k): dict(v) for k, v in results.items()},
-        "per_query_ndcg@10": {systems.get(k, k): v["ndcg@10"] for k, v in results.per_query.items()},
-        "metrics_256_tokens": None
-        if full_length is None
-        else {systems.get(k, k): dict(v) for k, v in full_length.items()},
-        "per_query_ndcg@10_256_tokens": None
-        if full_length is None
-        else {systems.get(k, k): v["ndcg@10"] for k, v in full_length.per_query.items()},
+        **scores(results, systems),
+        **scores(full_length, systems, suffix="_256_tokens"),
         "train_wall_s": metrics["training_wall_time_s"],
         "eval_wall_s": round(eval_seconds, 1),
         "provenance": provenance(vars(args), seed=seed),
@@ -313,12 +307,8 @@ def base_record(stage: str, args: argparse.Namespace) -> dict[str, Any]:
             cache_dir=REPO_ROOT / "evals" / "cache" / "embeddings",
         )
     return {
-        "metrics_256_tokens": None
-        if full_length is None
-        else {names.get(k, k): dict(v) for k, v in full_length.items()},
-        "per_query_ndcg@10_256_tokens": None
-        if full_length is None
-        else {names.get(k, k): v["ndcg@10"] for k, v in full_length.per_query.items()},
+        **scores(results, names),
+        **scores(full_length, names, suffix="_256_tokens"),
         "stage": stage,
         "system": "base",
         "seed": None,
@@ -328,9 +318,17 @@ def base_record(stage: str, args: argparse.Namespace) -> dict[str, Any]:
             "documents": len(eval_set.corpus),
         },
         "budget": {"eval_seq_length": length},
-        "metrics": {names.get(k, k): dict(v) for k, v in results.items()},
-        "per_query_ndcg@10": {names.get(k, k): v["ndcg@10"] for k, v in results.per_query.items()},
         "provenance": provenance(vars(args), seed=None),
+    }
+
+
+def scores(results: Any, names: dict[str, str], suffix: str = "") -> dict[str, Any]:
+    """Mean metrics and per-query nDCG@10 of evaluate_models' results, keyed by study names."""
+    if results is None:
+        return {f"metrics{suffix}": None, f"per_query_ndcg@10{suffix}": None}
+    return {
+        f"metrics{suffix}": {names.get(k, k): dict(v) for k, v in results.items()},
+        f"per_query_ndcg@10{suffix}": {names.get(k, k): v["ndcg@10"] for k, v in results.per_query.items()},
     }
 
 
