@@ -401,6 +401,23 @@ def stage_tables(stage_dir: str, records: list[dict[str, Any]]) -> tuple[list[st
             f"| {train_s} |"
         )
 
+    all_seeds = sorted({s for name in ordered for s in rows[name]["seeds"] if s is not None})
+    if all_seeds:
+        lines += [
+            "",
+            "Per seed (nDCG@10):",
+            "",
+            "| system | " + " | ".join(f"seed {s}" for s in all_seeds) + " | mean |",
+            "|---|" + "---|" * (len(all_seeds) + 1),
+        ]
+        for name in ordered:
+            by_seed = dict(zip(rows[name]["seeds"], rows[name]["ndcg"], strict=True))
+            cells = [f"{by_seed[s]:.4f}" if s in by_seed else "–" for s in all_seeds]
+            if None in by_seed:  # untrained: the same at every seed
+                cells = [f"{by_seed[None]:.4f}"] * len(all_seeds)
+            mean = statistics.mean(rows[name]["ndcg"])
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean:.4f} |")
+
     # paired tests of every trained system against flat (and base), per seed and pooled over seeds
     tests: list[dict[str, Any]] = []
     references = [
