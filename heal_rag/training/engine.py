@@ -602,8 +602,8 @@ class HEALFinetuneEngine:
         paths = hierarchy.paths
         return [[*(int(t) for t in paths[row_of[p.doc_id]]), doc_index[p.doc_id]] for p in pairs]
 
-    def _positive_texts(self, pairs: list[TrainingPair]) -> list[str]:
-        text_of = {r[0]: embed_text(d) for r, d in zip(self._records, self.documents, strict=True)}
+    def _positive_texts(self, pairs: list[TrainingPair], texts: list[str]) -> list[str]:
+        text_of = {r[0]: text for r, text in zip(self._records, texts, strict=True)}
         return [p.positive if p.positive is not None else text_of[p.doc_id] for p in pairs]
 
     def _batch_sampler(self, label_width: int) -> Any:
@@ -617,7 +617,7 @@ class HEALFinetuneEngine:
         return heal_batch_sampler(**kwargs, **self.sampler_kwargs)
 
     def _hard_negative_rows(
-        self, pairs: list[TrainingPair], positives: list[str], hierarchy: Hierarchy | None
+        self, pairs: list[TrainingPair], positives: list[str], texts: list[str], hierarchy: Hierarchy | None
     ) -> tuple[list[int], dict[str, Any]]:
         """One negative document (its row in the corpus) per pair, and counts for the log."""
         import numpy as np
@@ -636,7 +636,6 @@ class HEALFinetuneEngine:
             paths = hierarchy.paths[[tree_row[r[0]] for r in self._records]]
             rows = [doc_row[p.doc_id] for p in pairs]
             return tree_negatives(paths, rows, exclude, rng)
-        texts = [embed_text(d) for d in self.documents]
         return mined_negatives(
             [p.query for p in pairs],
             positives,
@@ -700,20 +699,21 @@ class HEALFinetuneEngine:
             self._write_metadata(hierarchy)
         pairs, info = self._make_pairs()
         labels = self._label_rows(pairs, hierarchy)
+        texts = [embed_text(d) for d in self.documents]  # what each document is trained as, once
         columns: dict[str, list[Any]] = {
             "anchor": [p.query for p in pairs],
-            "positive": self._positive_texts(pairs),
+            "positive": self._positive_texts(pairs, texts),
         }
         label_width = len(labels[0])
         if self.hard_negatives != "none":
             negative_rows, info["hard_negatives"] = self._hard_negative_rows(
-                pairs, columns["positive"], hierarchy
+                pairs, columns["positive"], texts, hierarchy
             )
             negative_pairs = [
                 TrainingPair(query=p.query, doc_id=self._records[row][0], source="negative")
                 for p, row in zip(pairs, negative_rows, strict=True)
             ]
-            columns["negative"] = [embed_text(self.documents[row]) for row in negative_rows]
+            columns["negative"] = [texts[row] for row in negative_rows]
             negative_labels = self._label_rows(negative_pairs, hierarchy)
             labels = [a + b for a, b in zip(labels, negative_labels, strict=True)]
         dataset = Dataset.from_dict({**columns, "label": labels})
