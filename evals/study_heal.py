@@ -11,6 +11,11 @@ Protocol (the same for every system; only the loss, the sampler or the negatives
   set: what a user of the defaults gets) and are evaluated once on SciFact test, full corpus, 256 tokens,
   dense and fused with BM25 (``<system>+bm25``).
 
+Regimes (``--regime``): ``scifact-supervised`` (train qrels), ``scifact-unsupervised`` (the engine's offline
+pseudo-queries over the whole corpus, no judged query in training; dev still selects on the dev claims) and
+``med-unsupervised`` (pseudo-queries; MED has no train or dev queries, so it only checks on an untuned corpus
+the defaults chosen on SciFact dev: stage ``test`` only).
+
 Every (stage, regime, system, seed) run is one JSON record under ``evals/results/study_heal/runs/``; a run
 whose record exists is skipped, so the study is re-run piece by piece and ``table`` rebuilds the tables
 (mean ± sd over seeds, paired tests per seed and pooled over seeds) from the records alone.
@@ -18,6 +23,7 @@ whose record exists is skipped, so the study is re-run piece by piece and ``tabl
 Usage:
     python evals/study_heal.py dev --systems flat heal heal-tree --seeds 0 1 2
     python evals/study_heal.py test --systems flat heal-tree --seeds 0 1 2 --epochs 3
+    python evals/study_heal.py test --regime med-unsupervised --systems flat heal-mined --seeds 0 1 2
     python evals/study_heal.py table
 
 Results: evals/results/study_heal.{json,md}.
@@ -46,6 +52,11 @@ logger = logging.getLogger("study_heal")
 RUNS_DIR = REPO_ROOT / "evals" / "results" / "study_heal" / "runs"
 WORK_DIR = REPO_ROOT / "evals" / "cache" / "study_heal"
 SCIFACT = SHARED_DATA_DIR / "scifact"
+MED = SHARED_DATA_DIR / "classic_ir" / "med"
+#: ``supervised``: trained on SciFact's train qrels; ``unsupervised``: on the engine's offline pseudo-queries
+#: only (no judged query is seen in training). MED has no train or dev claims: it only checks, on a corpus
+#: that no choice was made on, the defaults chosen on SciFact dev.
+REGIMES = ("scifact-supervised", "scifact-unsupervised", "med-unsupervised")
 DEV_SPLIT_SEED = 0
 DEV_SHARE = 0.2
 
@@ -87,6 +98,7 @@ DESCRIPTIONS = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("stage", choices=("dev", "test", "table"))
+    parser.add_argument("--regime", choices=REGIMES, default="scifact-supervised")
     parser.add_argument("--systems", nargs="+", choices=sorted(SYSTEMS), default=["flat", "heal"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--epochs", type=int, default=4, help="dev: the most epochs; test: epochs to train")
@@ -99,6 +111,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--length-check",
         action="store_true",
         help="dev: also score the kept models at 256 tokens (shows whether 128 changes the ranking)",
+    )
+    parser.add_argument(
+        "--max-steps", type=int, default=None, help="cap on optimiser steps (the same for every system)"
+    )
+    parser.add_argument(
+        "--pseudo-query-mode",
+        choices=("auto", "title", "sentence", "both"),
+        default="auto",
+        help="unsupervised regimes: which pseudo-queries per document (`both`: up to two)",
     )
     parser.add_argument("--tag", default="", help="suffix of the run folder (a variant of the protocol)")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -131,11 +152,29 @@ def dev_subcorpus(dev: Any, size: int) -> Any:
     return RetrievalDataset(corpus, dev.queries, dev.qrels, name=f"scifact-dev{size}")
 
 
-def hierarchy_for(dataset: Any) -> Any:
-    """The HNMFk hierarchy of the full SciFact corpus (engine defaults, seed 0), fitted once and cached."""
+def regime_data(regime: str, stage: str, args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """(the corpus to train on, the training queries, the evaluation set, the dev set or None)."""
+    from heal_rag.datasets import load_beir
+
+    if regime == "med-unsupervised":
+        if stage == "dev":
+            raise SystemExit("MED has no dev queries: it checks the SciFact dev choices (use test).")
+        med = load_beir(MED, split="test", name="med")
+        return med, "pseudo", med, None
+    train_all, train, dev = scifact()
+    supervised = regime == "scifact-supervised"
+    if stage == "dev":
+        dev_set = dev_subcorpus(dev, args.dev_corpus)
+        return train_all, train if supervised else "pseudo", dev_set, dev_set
+    test = load_beir(SCIFACT, split="test", name="scifact-test")
+    return train_all, train_all if supervised else "pseudo", test, None
+
+
+def hierarchy_for(dataset: Any, corpus: str = "scifact") -> Any:
+    """The HNMFk hierarchy of a whole corpus (engine defaults, seed 0), fitted once and cached."""
     from heal_rag.hierarchy import Hierarchy, HNMFk
 
-    folder = WORK_DIR / "hierarchy_scifact"
+    folder = WORK_DIR / f"hierarchy_{corpus}"
     if folder.is_dir():
         try:
             return Hierarchy.load(folder)
@@ -177,34 +216,30 @@ def qrels_agreement(hierarchy: Any, dataset: Any) -> dict[str, float]:
 # ------------------------------------------------------------------------------------------------------
 
 
-def run_path(stage: str, system: str, seed: int, tag: str) -> Path:
-    return (
-        RUNS_DIR / f"{stage}{'-' + tag if tag else ''}" / "scifact-supervised" / system / f"seed{seed}.json"
-    )
+def stage_dir_name(args: argparse.Namespace) -> str:
+    return f"{args.stage}{'-' + args.tag if args.tag else ''}"
+
+
+def run_path(args: argparse.Namespace, system: str, seed: int | None) -> Path:
+    name = "none.json" if seed is None else f"seed{seed}.json"
+    return RUNS_DIR / stage_dir_name(args) / args.regime / system / name
 
 
 def train_and_evaluate(stage: str, system: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     from heal_rag import HEALFinetuneEngine
-    from heal_rag.datasets import load_beir
     from heal_rag.evaluation.retrieval import evaluate_models
 
-    train_all, train, dev = scifact()
-    hierarchy = hierarchy_for(train_all) if SYSTEMS[system]["use_hierarchy"] else None
-    out_dir = WORK_DIR / "models" / f"{stage}-{system}-seed{seed}"
+    corpus, queries, eval_set, dev_set = regime_data(args.regime, stage, args)
+    corpus_name = args.regime.split("-")[0]
+    hierarchy = hierarchy_for(corpus, corpus_name) if SYSTEMS[system]["use_hierarchy"] else None
+    out_dir = WORK_DIR / "models" / f"{stage}-{args.regime}-{system}-seed{seed}"
     settings = dict(SYSTEMS[system])
     if settings.get("hard_negatives") == "mined":
         settings["hard_negative_kwargs"] = {"cache_folder": str(WORK_DIR / "mining_cache"), "verbose": False}
-    if stage == "dev":
-        dev_set = dev_subcorpus(dev, args.dev_corpus)
-        queries, eval_set, epochs = train, dev_set, args.epochs
-        eval_length = args.eval_seq_length or args.train_seq_length
-    else:
-        dev_set = None
-        queries, epochs = train_all, args.epochs
-        eval_set = load_beir(SCIFACT, split="test", name="scifact-test")
-        eval_length = args.eval_seq_length or 256
+    epochs = args.epochs
+    eval_length = args.eval_seq_length or (args.train_seq_length if stage == "dev" else 256)
     engine = HEALFinetuneEngine(
-        train_all,  # the corpus
+        corpus,
         base_model=None,
         output_dir=out_dir,
         hierarchy=hierarchy,
@@ -212,6 +247,8 @@ def train_and_evaluate(stage: str, system: str, seed: int, args: argparse.Namesp
         eval_queries=eval_set.queries,
         dev_set=dev_set,
         epochs=epochs,
+        max_steps=args.max_steps,
+        pseudo_query_mode=args.pseudo_query_mode,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         max_seq_length=args.train_seq_length,
@@ -243,7 +280,7 @@ def train_and_evaluate(stage: str, system: str, seed: int, args: argparse.Namesp
     systems = {str(out_dir): system, "bm25": "bm25", f"{out_dir}+bm25": f"{system}+bm25"}
     record = {
         "stage": stage,
-        "regime": "scifact-supervised",
+        "regime": args.regime,
         "system": system,
         "description": DESCRIPTIONS[system],
         "seed": seed,
@@ -256,6 +293,7 @@ def train_and_evaluate(stage: str, system: str, seed: int, args: argparse.Namesp
             "eval_seq_length": eval_length,
             "steps": metrics["steps"],
             "n_pairs": metrics["n_pairs"],
+            "queries": metrics.get("queries"),
         },
         "eval_set": {
             "name": eval_set.name,
@@ -277,14 +315,10 @@ def train_and_evaluate(stage: str, system: str, seed: int, args: argparse.Namesp
 
 def base_record(stage: str, args: argparse.Namespace) -> dict[str, Any]:
     """The untrained base model (and, on test, BM25 and base+BM25) on the stage's evaluation set."""
-    from heal_rag.datasets import load_beir
     from heal_rag.evaluation.retrieval import evaluate_models
 
-    train_all, _, dev = scifact()
-    if stage == "dev":
-        eval_set, length = dev_subcorpus(dev, args.dev_corpus), args.eval_seq_length or args.train_seq_length
-    else:
-        eval_set, length = load_beir(SCIFACT, split="test", name="scifact-test"), args.eval_seq_length or 256
+    eval_set = regime_data(args.regime, stage, args)[2]
+    length = args.eval_seq_length or (args.train_seq_length if stage == "dev" else 256)
     results = evaluate_models(
         eval_set,
         ["default"],
@@ -310,6 +344,7 @@ def base_record(stage: str, args: argparse.Namespace) -> dict[str, Any]:
         **scores(results, names),
         **scores(full_length, names, suffix="_256_tokens"),
         "stage": stage,
+        "regime": args.regime,
         "system": "base",
         "seed": None,
         "eval_set": {
@@ -356,8 +391,8 @@ def _mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
-def stage_tables(stage_dir: str, records: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
-    """Markdown lines and JSON summary of one stage folder: systems by mean nDCG@10, paired tests."""
+def stage_tables(records: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
+    """Markdown lines and JSON summary of one stage and regime: systems by mean nDCG@10, paired tests."""
     from heal_rag.evaluation.stats import paired_test
 
     base = next((r for r in records if r["system"] == "base"), None)
@@ -369,12 +404,15 @@ def stage_tables(stage_dir: str, records: list[dict[str, Any]]) -> tuple[list[st
             if name == "bm25":
                 continue
             per_system.setdefault(name, {})[r["seed"]] = per_query
-            row = rows.setdefault(name, {"ndcg": [], "recall": [], "epochs": [], "train_s": [], "seeds": []})
+            row = rows.setdefault(
+                name, {"ndcg": [], "recall": [], "epochs": [], "steps": [], "train_s": [], "seeds": []}
+            )
             row["ndcg"].append(r["metrics"][name]["ndcg@10"])
             row["recall"].append(r["metrics"][name]["recall@100"])
             row["seeds"].append(r["seed"])
             if "+" not in name:
                 row["epochs"].append(r.get("best_epoch") or r["budget"]["epochs"])
+                row["steps"].append(r["budget"]["steps"])
                 row["train_s"].append(r["train_wall_s"])
     if base is not None:
         for name, per_query in base["per_query_ndcg@10"].items():
@@ -383,22 +421,24 @@ def stage_tables(stage_dir: str, records: list[dict[str, Any]]) -> tuple[list[st
                 "ndcg": [base["metrics"][name]["ndcg@10"]],
                 "recall": [base["metrics"][name]["recall@100"]],
                 "epochs": [],
+                "steps": [],
                 "train_s": [],
                 "seeds": [None],
             }
     ordered = sorted(rows, key=lambda n: -statistics.mean(rows[n]["ndcg"]))
     lines = [
-        "| system | nDCG@10 (mean ± sd) | Recall@100 | seeds | best epoch | train s |",
-        "|---|---|---|---|---|---|",
+        "| system | nDCG@10 (mean ± sd) | Recall@100 | seeds | best epoch | steps | train s |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name in ordered:
         row = rows[name]
         seeds = ",".join("–" if s is None else str(s) for s in row["seeds"])
         epochs = ",".join(f"{e:g}" for e in row["epochs"]) or "–"
+        steps = ",".join(str(n) for n in sorted(set(row["steps"]))) or "–"
         train_s = f"{statistics.median(row['train_s']):.0f}" if row["train_s"] else "–"
         lines.append(
             f"| {name} | {_mean_sd(row['ndcg'])} | {_mean_sd(row['recall'])} | {seeds} | {epochs} "
-            f"| {train_s} |"
+            f"| {steps} | {train_s} |"
         )
 
     all_seeds = sorted({s for name in ordered for s in rows[name]["seeds"] if s is not None})
@@ -516,12 +556,12 @@ def stage_tables(stage_dir: str, records: list[dict[str, Any]]) -> tuple[list[st
 
 def write_tables(args: argparse.Namespace) -> None:
     records = load_records()
-    by_stage: dict[str, list[dict[str, Any]]] = {}
+    by_stage: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in records:
-        stage = r.get("stage_dir") or r["stage"]
-        by_stage.setdefault(stage, []).append(r)
+        key = (r.get("stage_dir") or r["stage"], r.get("regime", "scifact-supervised"))
+        by_stage.setdefault(key, []).append(r)
     lines = [
-        "# HEAL retrieval study (issue 9): SciFact supervised",
+        "# HEAL retrieval study (issue 9)",
         "",
         "Produced by `evals/study_heal.py` (protocol in its docstring). Each row: mean ± sd over seeds; "
         "the test figures are computed once per final configuration. Commands, commits, seeds and versions "
@@ -529,10 +569,11 @@ def write_tables(args: argparse.Namespace) -> None:
         "",
     ]
     payload: dict[str, Any] = {"stages": {}}
-    for stage in sorted(by_stage):
-        stage_lines, summary = stage_tables(stage, by_stage[stage])
-        lines += [f"## {stage}", "", *stage_lines, ""]
-        payload["stages"][stage] = summary
+    # the final test tables first, then the dev tables the choices were made on
+    for stage, regime in sorted(by_stage, key=lambda k: (not k[0].startswith("test"), k)):
+        stage_lines, summary = stage_tables(by_stage[stage, regime])
+        lines += [f"## {stage}: {regime}", "", *stage_lines, ""]
+        payload["stages"][f"{stage}/{regime}"] = summary
     payload["provenance"] = provenance({"stage": "table"}, seed=None)
     json_path, md_path = write_results(
         REPO_ROOT / "evals" / "results" / "study_heal", payload, "\n".join(lines)
@@ -553,20 +594,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage == "table":
         write_tables(args)
         return 0
-    stage_dir = f"{args.stage}{'-' + args.tag if args.tag else ''}"
-    base_path = RUNS_DIR / stage_dir / "scifact-supervised" / "base" / "none.json"
+    stage_dir = stage_dir_name(args)
+    base_path = run_path(args, "base", None)
     if not base_path.is_file():
         record = base_record(args.stage, args)
         record["stage_dir"] = stage_dir
         save_record(base_path, record)
         logger.info("base: %s", record["metrics"])
     agreement_path = RUNS_DIR.parent / "hierarchy_qrels_agreement.json"
-    if not agreement_path.is_file():
+    if args.regime.startswith("scifact") and not agreement_path.is_file():
         train_all = scifact()[0]
         save_record(agreement_path, qrels_agreement(hierarchy_for(train_all), train_all))
     for seed in args.seeds:
         for system in args.systems:
-            path = run_path(args.stage, system, seed, args.tag)
+            path = run_path(args, system, seed)
             if path.is_file():
                 logger.info("%s seed %d: done already (%s)", system, seed, path)
                 continue
