@@ -563,7 +563,7 @@ def run_pipeline(
         "seed": seed,
     }
     model_key = _hash({**finetune_inputs, "hierarchy": hierarchy_key, "tree": hierarchy.fingerprint})
-    from heal_rag.training.model_dir import is_heal_model_dir
+    from heal_rag.model_dir import is_heal_model_dir
 
     if not rebuilt and old_stages.get("finetune") == model_key and is_heal_model_dir(model_dir):
         reused.append("finetune")

@@ -140,7 +140,7 @@ def test_max_length_truncates(embed):
 
 def test_hierarchy_property_reads_heal_hierarchy_folder(tmp_path, embed, saved_dir, small_texts):
     from heal_rag.hierarchy import HNMFk
-    from heal_rag.training.model_dir import save_model_dir
+    from heal_rag.model_dir import save_model_dir
 
     hierarchy = (
         HNMFk(

@@ -22,8 +22,8 @@ from llama_index.core.schema import MetadataMode
 from heal_rag.cli import main
 from heal_rag.datasets import Document, documents_to_nodes, load_demo_dataset
 from heal_rag.hierarchy import HNMFk
+from heal_rag.model_dir import CONFIG_FILE, HIERARCHY_DIR
 from heal_rag.training import HEALFinetuneEngine, TrainingPair, load_model_dir
-from heal_rag.training.model_dir import CONFIG_FILE, HIERARCHY_DIR
 
 # A 2-level tree even on 40 documents: threshold -1 accepts any k (the default keeps so few in one topic).
 HNMFK_PARAMS = dict(
@@ -118,10 +118,15 @@ def test_heal_end_to_end_saves_a_directory_that_loads_and_embeds(heal_run):
     assert not np.allclose(base, embeddings, atol=1e-4)  # training changed the weights
 
 
-def test_heal_writes_topic_paths_into_node_metadata(heal_run):
+def test_heal_writes_topic_paths_into_copies_of_the_nodes(heal_run):
     engine, nodes, _ = heal_run
     hierarchy = engine.hierarchy_
-    for row, node in enumerate(nodes):
+    # the caller's nodes are left as they were; the engine's copies carry the paths
+    assert not any(key.startswith("heal_") for node in nodes for key in node.metadata)
+    assert [n.node_id for n in engine.documents_] == [n.node_id for n in nodes]
+    assert all(copy is not node for copy, node in zip(engine.documents_, nodes, strict=True))
+    for row, node in enumerate(engine.documents_):
+        assert node.metadata["heal_hierarchy"] == hierarchy.fingerprint
         path = [int(t) for t in hierarchy.paths[row]]
         assert node.metadata["heal_path"] == "/".join(map(str, path))
         assert [node.metadata["heal_topic_l0"], node.metadata["heal_topic_l1"]] == path

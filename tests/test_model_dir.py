@@ -12,7 +12,7 @@ from tokenizers import Tokenizer
 
 from heal_rag._models import default_model_path
 from heal_rag.hierarchy import HNMFk
-from heal_rag.training.model_dir import (
+from heal_rag.model_dir import (
     CONFIG_FILE,
     HIERARCHY_DIR,
     check_output_dir,

@@ -179,7 +179,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     if args.train_qrels and args.llm:
         raise ValueError("Give either --train-qrels or --llm, not both.")
     # every argument and output checked before minutes of loading and training
-    from heal_rag.training.model_dir import check_output_dir
+    from heal_rag.model_dir import check_output_dir
 
     check_output_dir(args.out, overwrite=args.overwrite)
     check_outputs((args.llm_cache, "--llm-cache", True))

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from heal_rag._artifacts import HIERARCHY_DIR, MODEL_CONFIG_FILE
 from heal_rag._checks import check_positive_int
 from heal_rag._io import atomic_write_npz, fingerprint_files, load_npz
 from heal_rag._models import resolve_model_name
@@ -69,7 +70,7 @@ _CACHE_FORMAT = 1
 _MAX_BLOCK_ENTRIES = 1 << 25
 # Files of a model folder that do not change its embeddings: heal-rag's own side files, the model card,
 # trainer checkpoints and logs. Everything else (weights, configs, tokenizer, prompts) is fingerprinted.
-_IGNORED_TOP_LEVEL = {"README.md", "heal_config.json", "heal_hierarchy", "runs", "eval", "logs"}
+_IGNORED_TOP_LEVEL = {"README.md", MODEL_CONFIG_FILE, HIERARCHY_DIR, "runs", "eval", "logs"}
 
 
 @dataclass

@@ -59,11 +59,16 @@ def new_flat_index(dimension: int, use_gpu: bool | None = None) -> Any:
     return index
 
 
+def is_gpu_index(index: Any) -> bool:
+    """Whether ``index`` is a faiss GPU index (``faiss.GpuIndex``; always false with faiss-cpu)."""
+    gpu_index = getattr(import_faiss(), "GpuIndex", None)
+    return isinstance(gpu_index, type) and isinstance(index, gpu_index)
+
+
 def to_cpu_index(index: Any) -> Any:
     """Return a CPU copy of a (possibly GPU) faiss index, e.g. to write it to disk."""
-    faiss = import_faiss()
-    if hasattr(faiss, "index_gpu_to_cpu") and "Gpu" in type(index).__name__:
-        return faiss.index_gpu_to_cpu(index)
+    if is_gpu_index(index):
+        return import_faiss().index_gpu_to_cpu(index)
     return index
 
 
@@ -168,7 +173,7 @@ def build_faiss_index(
         nodes: LlamaIndex nodes, or ``Document`` objects (chunked by LlamaIndex's default node parser).
         embed_model: the embedding (normally :class:`HEALEmbedding`, whose vectors are unit-norm).
         hierarchy: when given, each node's topic path is written to its metadata first
-            (:func:`~heal_rag.integrations.retriever.add_hierarchy_metadata`), for ``route`` mode.
+            (:func:`~heal_rag.integrations.add_hierarchy_metadata`), for ``route`` mode.
         use_gpu: ``None`` puts the FAISS index on a GPU when faiss-gpu and a GPU are present.
         show_progress: show LlamaIndex's embedding progress bar.
         **index_kwargs: passed to ``VectorStoreIndex``.
@@ -190,7 +195,7 @@ def build_faiss_index(
     if not isinstance(dimension, int):
         dimension = len(embed_model.get_text_embedding("dimension probe"))
     if hierarchy is not None:
-        from heal_rag.integrations.retriever import add_hierarchy_metadata
+        from heal_rag.integrations._metadata import add_hierarchy_metadata
 
         add_hierarchy_metadata(nodes, hierarchy)
     store = FaissVectorStore(faiss_index=new_flat_index(dimension, use_gpu=use_gpu))

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
+from heal_rag._artifacts import HIERARCHY_DIR
 from heal_rag._models import load_sentence_transformer, resolve_model_name
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -20,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-HIERARCHY_SUBDIR = "heal_hierarchy"
+HIERARCHY_SUBDIR = HIERARCHY_DIR  # the old name of heal_rag._artifacts.HIERARCHY_DIR
 _DEVICES = ("cpu", "cuda", "mps")
 
 
@@ -269,16 +270,16 @@ def load_directory_hierarchy(model_dir: str | Path) -> Hierarchy | None:
         FileNotFoundError: the config records a hierarchy but ``heal_hierarchy/`` is missing.
 
     """
-    from heal_rag.training.model_dir import CONFIG_FILE, load_model_dir
+    from heal_rag.model_dir import CONFIG_FILE, load_model_dir
 
     path = Path(resolve_model_name(str(model_dir)))
     if not path.is_dir():
         return None  # a hub name: nothing is saved beside it
     if (path / CONFIG_FILE).exists():
         return load_model_dir(path).hierarchy
-    if (path / HIERARCHY_SUBDIR).is_dir():
+    if (path / HIERARCHY_DIR).is_dir():
         raise ValueError(
-            f"{path} holds {HIERARCHY_SUBDIR}/ but no {CONFIG_FILE}, so nothing records which hierarchy this "
+            f"{path} holds {HIERARCHY_DIR}/ but no {CONFIG_FILE}, so nothing records which hierarchy this "
             "model was trained with. Copy the whole model directory (heal_config.json included), or load the "
             "hierarchy yourself (Hierarchy.load) and pass it to HierarchicalRetriever(hierarchy=...)."
         )

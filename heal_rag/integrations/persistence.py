@@ -25,9 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from heal_rag._artifacts import HIERARCHY_DIR
 from heal_rag._io import atomic_write_json, loads_json, make_temp_dir
 from heal_rag._version import __version__
-from heal_rag.integrations._faiss import faiss_gpu_count, import_faiss, to_cpu_index
+from heal_rag.integrations._faiss import faiss_gpu_count, import_faiss, is_gpu_index, to_cpu_index
+from heal_rag.integrations._stores import index_embed_model, is_faiss_store, is_local_store, is_simple_store
 from heal_rag.integrations.embedding import HEALEmbedding
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,8 +43,6 @@ FORMAT = "heal-rag-index"
 FORMAT_VERSION = 1
 MANIFEST = "heal_index.json"
 STORAGE_DIR = "storage"
-HIERARCHY_DIR = "heal_hierarchy"
-_LOCAL_STORES = ("FaissVectorStore", "SimpleVectorStore")
 
 
 def corpus_fingerprint(index: VectorStoreIndex) -> str:
@@ -64,10 +64,9 @@ def vectors_fingerprint(index: VectorStoreIndex, chunk: int = 65_536) -> str | N
     vectors cannot be read back (remote stores, FAISS indexes without reconstruction).
     """
     store = index.vector_store
-    name = type(store).__name__
     nodes_dict = index.index_struct.nodes_dict
     digest = hashlib.sha256()
-    if name == "FaissVectorStore":
+    if is_faiss_store(store):
         client = store.client
         n = int(client.ntotal)
         try:
@@ -78,7 +77,7 @@ def vectors_fingerprint(index: VectorStoreIndex, chunk: int = 65_536) -> str | N
                     digest.update(row.tobytes())
         except RuntimeError:  # an index type without reconstruction (e.g. IVF without a direct map)
             return None
-    elif name == "SimpleVectorStore":
+    elif is_simple_store(store):
         embeddings = store.data.embedding_dict
         for node_id in sorted(embeddings):
             digest.update(f"{node_id}\x00".encode())
@@ -171,13 +170,13 @@ def save_heal_index(
         >>> index, embed, hierarchy = load_heal_index("my_index")  # doctest: +SKIP
 
     """
-    embed = embed_model if embed_model is not None else index._embed_model
+    embed = embed_model if embed_model is not None else index_embed_model(index)
     if not isinstance(embed, HEALEmbedding):
         raise TypeError(
             "save_heal_index needs the HEALEmbedding the index was built with (to record the model and its "
             f"weights fingerprint). Got {type(embed).__name__}; pass embed_model=HEALEmbedding(...)."
         )
-    index_embed = index._embed_model
+    index_embed = index_embed_model(index)
     if (
         isinstance(index_embed, HEALEmbedding)
         and index_embed.weights_fingerprint != embed.weights_fingerprint
@@ -203,7 +202,7 @@ def save_heal_index(
     tmp = make_temp_dir(directory)  # .NAME.tmp-XXXXXXXX; stale ones of a killed save are removed first
     try:
         gpu_index = None
-        if store_name == "FaissVectorStore" and "Gpu" in type(store.client).__name__:
+        if is_faiss_store(store) and is_gpu_index(store.client):
             # faiss writes CPU indexes only: persist a CPU copy, keep the GPU index in use
             gpu_index = store._faiss_index
             store._faiss_index = to_cpu_index(gpu_index)
@@ -212,7 +211,7 @@ def save_heal_index(
         finally:
             if gpu_index is not None:
                 store._faiss_index = gpu_index
-        if store_name not in _LOCAL_STORES:
+        if not is_local_store(store):
             logger.warning(
                 "%s keeps its vectors outside this folder; pass the same vector store to load_heal_index().",
                 store_name,

@@ -12,6 +12,8 @@ without depending on that package.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import math
 import os
@@ -27,8 +29,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from heal_rag._loss_options import check_contrast, check_hard_negatives
 from heal_rag._models import load_sentence_transformer, resolve_model_name
+from heal_rag._node_metadata import write_topic_path
 from heal_rag._version import __version__
-from heal_rag.training.model_dir import check_output_dir, save_model_dir
+from heal_rag.model_dir import check_output_dir, save_model_dir
 from heal_rag.training.queries import (
     TrainingPair,
     doc_fields,
@@ -52,7 +55,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["HEALFinetuneEngine", "HEAL_METADATA_PREFIX"]
 
 HEAL_METADATA_PREFIX = "heal_"
-_PATH_KEY = "heal_path"
 _MAX_SHOWN = 5
 
 
@@ -170,6 +172,10 @@ class HEALFinetuneEngine:
 
     Attributes (after :meth:`finetune`):
         hierarchy_: the hierarchy used (``None`` in flat mode).
+        documents_: the documents trained on; with a hierarchy, copies whose metadata holds their topic
+            path (``heal_path``, ``heal_topic_l{i}``, ``heal_hierarchy``). The documents passed in are never
+            changed: to write the paths onto your own nodes, call
+            ``heal_rag.integrations.add_hierarchy_metadata(nodes, engine.hierarchy_)``.
         training_pairs_: the pairs trained on.
         metrics_: training metrics (also in ``heal_config.json``).
         model_dir_: the saved directory.
@@ -326,6 +332,7 @@ class HEALFinetuneEngine:
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.show_progress = show_progress
         self.hierarchy_: Hierarchy | None = None
+        self.documents_: list[Any] | None = None
         self.training_pairs_: list[TrainingPair] | None = None
         self.metrics_: dict[str, Any] | None = None
         self.model_dir_: Path | None = None
@@ -334,14 +341,14 @@ class HEALFinetuneEngine:
     # -- alternative constructors ------------------------------------------------------------------------
     @classmethod
     def from_nodes(cls, nodes: Sequence[Any], **kwargs: Any) -> HEALFinetuneEngine:
-        """Build from LlamaIndex nodes (or heal-rag Documents); their metadata receives the topic paths."""
+        """Build from LlamaIndex nodes (or heal-rag Documents); they are read, never changed."""
         return cls(nodes, **kwargs)
 
     @classmethod
     def from_index(cls, index: Any, **kwargs: Any) -> HEALFinetuneEngine:
         """Build from a LlamaIndex index: its nodes are read from the index's docstore.
 
-        The nodes' metadata receives the topic paths; persist the docstore afterwards to keep them.
+        The index and its nodes are left unchanged (see ``documents_`` for the nodes with their topic paths).
         """
         docstore = getattr(index, "docstore", None)
         docs = getattr(docstore, "docs", None)
@@ -522,26 +529,23 @@ class HEALFinetuneEngine:
                 "adds nothing over the flat loss. Lower min_topic_size / k_range, or give more documents."
             )
 
-    def _write_metadata(self, hierarchy: Hierarchy) -> None:
-        """Write each node's topic path into its metadata, hidden from the embedding and LLM text."""
+    def _annotated_documents(self, hierarchy: Hierarchy) -> list[Any]:
+        """Return copies of the documents with their topic path in metadata (hidden from embedding, LLM).
+
+        The caller's objects are never changed: documents with a metadata dict are copied first (their
+        metadata dict and excluded-key lists too); others (tuples, mappings) have nowhere to keep a path and
+        are returned as they are.
+        """
         row_of = {str(doc_id): row for row, doc_id in enumerate(hierarchy.doc_ids)}
-        keys = [_PATH_KEY] + [f"heal_topic_l{level}" for level in range(hierarchy.n_levels)]
+        out = []
         for document, (doc_id, _, _) in zip(self.documents, self._records, strict=True):
-            metadata = getattr(document, "metadata", None)
-            if not isinstance(metadata, dict):
-                continue  # tuples / mappings have nowhere to keep it
-            path = [int(t) for t in hierarchy.paths[row_of[doc_id]]]
-            for key in list(metadata):
-                if key.startswith("heal_topic_l"):
-                    del metadata[key]  # a deeper, older hierarchy could have left more levels behind
-            metadata[_PATH_KEY] = "/".join(str(t) for t in path)
-            for level, topic in enumerate(path):
-                metadata[f"heal_topic_l{level}"] = topic
-            for attr in ("excluded_embed_metadata_keys", "excluded_llm_metadata_keys"):
-                excluded = getattr(document, attr, None)
-                if isinstance(excluded, list):
-                    excluded[:] = [k for k in excluded if not k.startswith("heal_topic_l")]
-                    excluded.extend(k for k in keys if k not in excluded)
+            if not isinstance(getattr(document, "metadata", None), dict):
+                out.append(document)
+                continue
+            annotated = _copy_with_own_metadata(document)
+            write_topic_path(annotated, hierarchy.paths[row_of[doc_id]], fingerprint=hierarchy.fingerprint)
+            out.append(annotated)
+        return out
 
     def _make_pairs(self) -> tuple[list[TrainingPair], dict[str, Any]]:
         queries = self.queries
@@ -696,7 +700,9 @@ class HEALFinetuneEngine:
             hierarchy = self._build_hierarchy()
             hierarchy_seconds = time.perf_counter() - start
             self._warn_if_degenerate(hierarchy)
-            self._write_metadata(hierarchy)
+            self.documents_ = self._annotated_documents(hierarchy)
+        else:
+            self.documents_ = list(self.documents)
         pairs, info = self._make_pairs()
         labels = self._label_rows(pairs, hierarchy)
         texts = [embed_text(d) for d in self.documents]  # what each document is trained as, once
@@ -920,6 +926,20 @@ class HEALFinetuneEngine:
 
 #: Logger of the per-step training losses (INFO; the CLI shows them with ``-v``).
 LOSS_LOGGER = f"{__name__}.losses"
+
+
+def _copy_with_own_metadata(document: Any) -> Any:
+    """Return a shallow copy of a document whose ``metadata`` dict is its own (so writing to it is safe)."""
+    metadata = dict(document.metadata)
+    if hasattr(document, "model_copy"):  # pydantic: LlamaIndex nodes and documents
+        copied = document.model_copy()
+        copied.metadata = metadata
+        return copied
+    if dataclasses.is_dataclass(document) and not isinstance(document, type):  # heal_rag.datasets.Document
+        return dataclasses.replace(document, metadata=metadata)
+    copied = copy.copy(document)
+    copied.metadata = metadata
+    return copied
 
 
 def _loss_logging_callback_class() -> type:
