@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from heal_rag._artifacts import HIERARCHY_DIR, MODEL_CONFIG_FILE
 from heal_rag._io import atomic_write_json, check_writable, loads_json, make_temp_dir
+from heal_rag.errors import InputNotFoundError, InvalidValueError, OutputExistsError
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer
@@ -110,11 +111,11 @@ def _read_config(path: Path) -> dict[str, Any] | None:
     try:
         config = loads_json(config_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(
+        raise InvalidValueError(
             f"{config_path} is not valid JSON ({error}); the model directory is damaged."
         ) from error
     if not isinstance(config, dict):
-        raise ValueError(f"{config_path} must hold a JSON object; the model directory is damaged.")
+        raise InvalidValueError(f"{config_path} must hold a JSON object; the model directory is damaged.")
     return config
 
 
@@ -141,9 +142,9 @@ def load_model_dir(path: str | os.PathLike[str]) -> HEALModelDir:
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"No model directory at {path}.")
+        raise InputNotFoundError(f"No model directory at {path}.")
     if not path.is_dir():
-        raise ValueError(f"{path} is a file; a HEAL model is a directory.")
+        raise InvalidValueError(f"{path} is a file; a HEAL model is a directory.")
     config = _read_config(path)
     if config is None or config.get("format") != FORMAT:
         hint = (
@@ -151,10 +152,10 @@ def load_model_dir(path: str | os.PathLike[str]) -> HEALModelDir:
             if holds_model(path)
             else ""
         )
-        raise ValueError(f"{path} is not a HEAL model directory (no valid {CONFIG_FILE}).{hint}")
+        raise InvalidValueError(f"{path} is not a HEAL model directory (no valid {CONFIG_FILE}).{hint}")
     version = config.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ValueError(
+        raise InvalidValueError(
             f"{path} was saved in HEAL model format version {version!r}; this heal-rag reads versions up to "
             f"{FORMAT_VERSION}. Upgrade heal-rag."
         )
@@ -163,7 +164,7 @@ def load_model_dir(path: str | os.PathLike[str]) -> HEALModelDir:
     hierarchy_path = path / HIERARCHY_DIR
     if hierarchy_info:
         if not hierarchy_path.is_dir():
-            raise FileNotFoundError(
+            raise InputNotFoundError(
                 f"{path}/{CONFIG_FILE} records a hierarchy but {hierarchy_path} is missing; the directory is "
                 "incomplete. Copy the whole model directory, heal_hierarchy/ included."
             )
@@ -172,7 +173,7 @@ def load_model_dir(path: str | os.PathLike[str]) -> HEALModelDir:
         hierarchy = Hierarchy.load(hierarchy_path)
         expected = hierarchy_info.get("fingerprint")
         if expected and hierarchy.fingerprint != expected:
-            raise ValueError(
+            raise InvalidValueError(
                 f"The hierarchy in {hierarchy_path} (fingerprint {hierarchy.fingerprint[:12]}) is not the "
                 "one the "
                 f"model was trained with (fingerprint {str(expected)[:12]}); it was replaced or edited."
@@ -197,7 +198,7 @@ def check_output_dir(path: str | os.PathLike[str], *, overwrite: bool = False) -
         check_writable(path.parent, what="The folder of the output directory")
         return path
     if not path.is_dir():
-        raise FileExistsError(f"The output path {path} is a file; give a directory for the model.")
+        raise OutputExistsError(f"The output path {path} is a file; give a directory for the model.")
     # the save renames a sibling into place: the parent folder must be writable, not only the directory
     check_writable(path.parent, what="The folder of the output directory")
     if not any(path.iterdir()):
@@ -205,12 +206,12 @@ def check_output_dir(path: str | os.PathLike[str], *, overwrite: bool = False) -
     if holds_model(path):
         if not overwrite:
             what = "a HEAL model" if is_heal_model_dir(path) else "another model"
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"The output directory {path} already holds {what}. Choose another directory, or pass "
                 "overwrite=True (CLI: --overwrite) to replace it."
             )
         return path
-    raise FileExistsError(
+    raise OutputExistsError(
         f"The output directory {path} is not empty and holds no model; heal-rag will not write into it or "
         "delete its files. Choose a new or empty directory."
     )

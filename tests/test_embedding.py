@@ -144,7 +144,13 @@ def test_hierarchy_property_reads_heal_hierarchy_folder(tmp_path, embed, saved_d
 
     hierarchy = (
         HNMFk(
-            depth=1, k_range=(2, 3), min_topic_size=2, n_perturbations=2, min_df=1, max_df=1.0, progress=False
+            depth=1,
+            k_range=(2, 3),
+            min_topic_size=2,
+            n_perturbations=2,
+            min_df=1,
+            max_df=1.0,
+            show_progress=False,
         )
         .fit(small_texts)
         .hierarchy_

@@ -21,6 +21,7 @@ from llama_index.core.schema import MetadataMode
 
 from heal_rag.cli import main
 from heal_rag.datasets import Document, documents_to_nodes, load_demo_dataset
+from heal_rag.errors import NotFittedError
 from heal_rag.hierarchy import HNMFk
 from heal_rag.model_dir import CONFIG_FILE, HIERARCHY_DIR
 from heal_rag.training import HEALFinetuneEngine, TrainingPair, load_model_dir
@@ -33,7 +34,7 @@ HNMFK_PARAMS = dict(
     min_df=1,
     stability_threshold=-1.0,
     n_perturbations=2,
-    progress=False,
+    show_progress=False,
 )
 TINY_TRAINING = dict(max_steps=2, batch_size=8, max_seq_length=64, device="cpu", show_progress=False)
 
@@ -277,8 +278,9 @@ def test_devices_and_parameters(small_dataset, tmp_path):
     for bad in (dict(epochs=0), dict(temperature=0.0), dict(learning_rate=2), dict(max_steps=0)):
         with pytest.raises(ValueError, match=f"'{next(iter(bad))}' parameter"):
             HEALFinetuneEngine(docs, output_dir=tmp_path / "m", **bad)
-    with pytest.raises(RuntimeError, match="call finetune"):
+    with pytest.raises(NotFittedError, match="call finetune") as caught:
         HEALFinetuneEngine(docs, output_dir=tmp_path / "m").get_finetuned_model()
+    assert isinstance(caught.value, ValueError) and isinstance(caught.value, AttributeError)
 
 
 def test_output_directory_holding_another_model(heal_run, small_dataset):
@@ -501,7 +503,7 @@ def test_empty_documents_are_left_out_of_clustering_and_training_with_one_warnin
     ]
     with pytest.warns(UserWarning, match="2 of 14 documents have no text"):
         hierarchy = (
-            HNMFk(depth=1, k_range=(2, 3), min_topic_size=2, min_df=1, progress=False)
+            HNMFk(depth=1, k_range=(2, 3), min_topic_size=2, min_df=1, show_progress=False)
             .fit([d.full_text for d in docs], doc_ids=[d.id for d in docs])
             .hierarchy_
         )

@@ -40,8 +40,10 @@ CORE = {
     "heal_rag._models",
     "heal_rag._node_metadata",
     "heal_rag._optional",
+    "heal_rag._progress",
     "heal_rag._version",
     "heal_rag.datasets",
+    "heal_rag.errors",
 }
 MODEL_DIR = {"heal_rag.model_dir"}
 

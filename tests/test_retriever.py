@@ -63,7 +63,7 @@ def hierarchy(corpus):
             min_df=1,
             max_df=1.0,
             random_state=0,
-            progress=False,
+            show_progress=False,
         )
         .fit([t for _, t in corpus], doc_ids=[i for i, _ in corpus])
         .hierarchy_

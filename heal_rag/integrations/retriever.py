@@ -55,6 +55,7 @@ from heal_rag._node_metadata import (
     topic_key,
     write_topic_path,
 )
+from heal_rag.errors import InputNotFoundError, InvalidTypeError, InvalidValueError
 from heal_rag.integrations._faiss import TopicPartitionedIndex, is_l2_index, to_cpu_index
 from heal_rag.integrations._metadata import NodePlacer, add_hierarchy_metadata
 from heal_rag.integrations._stores import (
@@ -116,7 +117,7 @@ def resolve_hierarchy(hierarchy: Any) -> Hierarchy | None:
     if isinstance(hierarchy, (str, Path)):
         path = Path(hierarchy)
         if not path.exists():
-            raise FileNotFoundError(
+            raise InputNotFoundError(
                 f"hierarchy={str(path)!r} does not exist. Pass a Hierarchy object, a HEAL model directory "
                 "(with heal_hierarchy/ inside) or a folder written by Hierarchy.save()."
             )
@@ -125,7 +126,7 @@ def resolve_hierarchy(hierarchy: Any) -> Hierarchy | None:
         if (path / HIERARCHY_DIR).is_dir():
             return load_directory_hierarchy(path)
         if (path / "modules.json").exists() or (path / "config.json").exists():
-            raise ValueError(
+            raise InvalidValueError(
                 f"The model directory {str(path)!r} has no {HIERARCHY_DIR}/ folder: it was fine-tuned "
                 "without a hierarchy (or is a plain sentence-transformers model), so hierarchical "
                 "modes have no "
@@ -137,7 +138,7 @@ def resolve_hierarchy(hierarchy: Any) -> Hierarchy | None:
         return Hierarchy.load(path)
     for attribute in ("n_levels", "paths", "predict_memberships", "topics_at"):
         if not hasattr(hierarchy, attribute):
-            raise TypeError(
+            raise InvalidTypeError(
                 "The 'hierarchy' parameter of HierarchicalRetriever must be a Hierarchy, a HEAL model "
                 f"directory or None. Got {type(hierarchy).__name__} instead."
             )
@@ -191,24 +192,26 @@ class HierarchicalRetriever(BaseRetriever):
         verbose: bool = False,
     ) -> None:
         if not isinstance(index, VectorStoreIndex):
-            raise TypeError(
+            raise InvalidTypeError(
                 "The 'index' parameter of HierarchicalRetriever must be a llama_index VectorStoreIndex. "
                 f"Got {type(index).__name__} instead."
             )
         if mode not in MODES:
-            raise ValueError(
+            raise InvalidValueError(
                 f"The 'mode' parameter of HierarchicalRetriever must be one of {MODES}. Got {mode!r}."
             )
         if isinstance(similarity_top_k, bool) or not isinstance(similarity_top_k, (int, np.integer)):
-            raise TypeError(f"similarity_top_k must be an integer >= 1. Got {similarity_top_k!r} instead.")
+            raise InvalidTypeError(
+                f"similarity_top_k must be an integer >= 1. Got {similarity_top_k!r} instead."
+            )
         if similarity_top_k < 1:
-            raise ValueError(
+            raise InvalidValueError(
                 f"similarity_top_k must be >= 1 (the number of results to return). Got {similarity_top_k}."
             )
         if not np.isfinite(alpha) or alpha < 0:
-            raise ValueError(f"alpha must be a finite number >= 0. Got {alpha!r} instead.")
+            raise InvalidValueError(f"alpha must be a finite number >= 0. Got {alpha!r} instead.")
         if candidate_multiplier < 1 or route_overfetch < 1:
-            raise ValueError("candidate_multiplier and route_overfetch must be integers >= 1.")
+            raise InvalidValueError("candidate_multiplier and route_overfetch must be integers >= 1.")
         self._index = index
         self._embed_model = embed_model or index_embed_model(index)
         self._mode = mode
@@ -223,7 +226,7 @@ class HierarchicalRetriever(BaseRetriever):
         if self._hierarchy is None:
             self._hierarchy = getattr(self._embed_model, "hierarchy", None)
         if self._hierarchy is None and mode != "flat":
-            raise ValueError(
+            raise InvalidValueError(
                 f"mode={mode!r} needs a topic hierarchy, but none was given and the embedding model "
                 f"({type(self._embed_model).__name__} "
                 f"{getattr(self._embed_model, 'model_name', '')!r}) has none "
@@ -238,14 +241,14 @@ class HierarchicalRetriever(BaseRetriever):
             self._placer = NodePlacer(self._hierarchy)
             weights = np.ones(n_levels) if level_weights is None else np.asarray(level_weights, dtype=float)
             if weights.shape != (n_levels,) or (weights < 0).any() or weights.sum() <= 0:
-                raise ValueError(
+                raise InvalidValueError(
                     f"level_weights must be {n_levels} non-negative numbers (one per hierarchy level) with a "
                     f"positive sum. Got {level_weights!r} instead."
                 )
             self._level_weights = weights / weights.sum()
             breadth = [int(route_breadth)] * n_levels if np.isscalar(route_breadth) else list(route_breadth)
             if len(breadth) != n_levels or min(breadth) < 1:
-                raise ValueError(
+                raise InvalidValueError(
                     f"route_breadth must be an integer >= 1 or {n_levels} of them (one per level). "
                     f"Got {route_breadth!r} instead."
                 )
@@ -285,7 +288,7 @@ class HierarchicalRetriever(BaseRetriever):
         a = getattr(index_embed, "weights_fingerprint", None)
         b = getattr(self._embed_model, "weights_fingerprint", None)
         if a and b and a != b:
-            raise ValueError(
+            raise InvalidValueError(
                 "The query embedding model differs from the one the index was built with (weights "
                 f"fingerprint {b[:12]} vs {a[:12]}): queries and documents would live in different spaces. "
                 "Re-index the documents with this model, or retrieve with the index's own embed_model."
@@ -293,7 +296,7 @@ class HierarchicalRetriever(BaseRetriever):
         dim_store = store_dimension(self._index.vector_store)
         dim_model = getattr(self._embed_model, "dimension", None)
         if dim_store is not None and isinstance(dim_model, int) and dim_store != dim_model:
-            raise ValueError(
+            raise InvalidValueError(
                 f"The index holds {dim_store}-dimensional vectors but the embedding model produces "
                 f"{dim_model}-dimensional ones: the index was built with another embedding model. "
                 "Re-index the "
@@ -321,12 +324,12 @@ class HierarchicalRetriever(BaseRetriever):
         else:
             strings = [s for s in query_bundle.embedding_strs if s and s.strip()]
             if not strings:
-                raise ValueError("The query is empty: pass a non-empty question to retrieve().")
+                raise InvalidValueError("The query is empty: pass a non-empty question to retrieve().")
             embedding = self._embed_model.get_agg_embedding_from_queries(strings)
         if not self._dimension_checked:
             dim_store = store_dimension(self._index.vector_store)
             if dim_store is not None and dim_store != len(embedding):
-                raise ValueError(
+                raise InvalidValueError(
                     f"The query embedding has {len(embedding)} dimensions but the index holds {dim_store}-"
                     "dimensional vectors: the index was built with another embedding model. Re-index with "
                     "this model or query with the index's own model."
@@ -377,7 +380,7 @@ class HierarchicalRetriever(BaseRetriever):
     # --- retrieval --------------------------------------------------------------------------------------
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         if not (query_bundle.query_str or "").strip() and query_bundle.embedding is None:
-            raise ValueError("The query is empty: pass a non-empty question to retrieve().")
+            raise InvalidValueError("The query is empty: pass a non-empty question to retrieve().")
         embedding = self._query_embedding(query_bundle)
         k = self._effective_top_k()
         if k == 0:
