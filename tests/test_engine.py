@@ -520,3 +520,11 @@ def test_empty_documents_are_left_out_of_clustering_and_training_with_one_warnin
         kept, _ = engine._make_pairs()
     assert [p.doc_id for p in kept] == [f"d{i}" for i in range(12)]
     assert "1 training pair(s) point to documents without text" in caplog.text
+
+
+def test_get_finetuned_model_string_fallback_is_deprecated(small_dataset, tmp_path, monkeypatch):
+    engine = HEALFinetuneEngine(small_dataset.documents, output_dir=tmp_path / "m")
+    engine.model_dir_ = tmp_path / "m"  # as after finetune(); the integration then cannot be imported
+    monkeypatch.setitem(sys.modules, "heal_rag.integrations.embedding", None)
+    with pytest.warns(DeprecationWarning, match="model_dir_"):
+        assert engine.get_finetuned_model() == str(tmp_path / "m")
