@@ -127,11 +127,11 @@ def quality(seeds: list[int], params: dict, bodies: str) -> dict:
     runs = []
     for seed in seeds:
         start = time.perf_counter()
-        model = HNMFk(depth=2, random_state=seed, progress=False, **params).fit(texts)
+        model = HNMFk(depth=2, random_state=seed, show_progress=False, **params).fit(texts)
         seconds = time.perf_counter() - start
         h = model.hierarchy_
         frobenius = HNMFk(
-            depth=2, random_state=seed, progress=False, **{**params, "beta_loss": "frobenius"}
+            depth=2, random_state=seed, show_progress=False, **{**params, "beta_loss": "frobenius"}
         ).fit(texts)
         X = h.vectorize(texts)  # the same TF-IDF matrix HNMFk used
         run = {
@@ -320,7 +320,7 @@ def _child_build(corpus: str, n: int, params: dict, seed: int) -> dict:
     texts = texts[:n]
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    model = HNMFk(depth=2, random_state=seed, progress=False, **params).fit(texts)
+    model = HNMFk(depth=2, random_state=seed, show_progress=False, **params).fit(texts)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     h = model.hierarchy_

@@ -110,8 +110,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def train_heal_model(settings: dict[str, Any], seed: int) -> tuple[Path, dict[str, Any]]:
     """Fine-tune (or reuse the cached) HEAL model on the bundled corpus' train claims."""
     from heal_rag.datasets import load_demo_dataset
+    from heal_rag.model_dir import is_heal_model_dir, load_model_dir
     from heal_rag.training.engine import HEALFinetuneEngine
-    from heal_rag.training.model_dir import is_heal_model_dir, load_model_dir
 
     # the loss defaults are part of the key: a model cached under older defaults must not be reused
     defaults = inspect.signature(HEALFinetuneEngine).parameters

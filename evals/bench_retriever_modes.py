@@ -97,7 +97,7 @@ def main() -> int:
             if hierarchy is None:
                 hierarchy_source = f"HNMFk(depth={args.hnmfk_depth}, random_state={args.seed}) on the corpus"
                 hierarchy = (
-                    HNMFk(depth=args.hnmfk_depth, random_state=args.seed, progress=False)
+                    HNMFk(depth=args.hnmfk_depth, random_state=args.seed, show_progress=False)
                     .fit(texts, doc_ids=[d.id for d in documents])
                     .hierarchy_
                 )

@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS_DIR, git_commit  # noqa: E402
 
 from heal_rag._io import atomic_write_json, atomic_write_text  # noqa: E402
+from heal_rag.hierarchy.routing import route_topics  # noqa: E402
 from heal_rag.integrations._faiss import TopicPartitionedIndex, import_faiss  # noqa: E402
-from heal_rag.integrations.retriever import route_topics  # noqa: E402
 
 
 def unit(x: np.ndarray) -> np.ndarray:

@@ -181,7 +181,8 @@ def hierarchy_for(dataset: Any, corpus: str = "scifact") -> Any:
         except (OSError, ValueError) as error:
             logger.warning("Refitting the hierarchy: %s", error)
     start = time.perf_counter()
-    hierarchy = HNMFk(random_state=0, progress=False).fit(dataset.texts, doc_ids=dataset.doc_ids).hierarchy_
+    estimator = HNMFk(random_state=0, show_progress=False)
+    hierarchy = estimator.fit(dataset.texts, doc_ids=dataset.doc_ids).hierarchy_
     logger.info("HNMFk on %d documents: %.0f s", len(dataset.corpus), time.perf_counter() - start)
     hierarchy.save(folder)
     return hierarchy

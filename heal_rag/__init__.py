@@ -33,14 +33,24 @@ _EXPORTS: dict[str, str] = {
     "heal_loss": "heal_rag.training",
     "HierarchicalBatchSampler": "heal_rag.training",
     "HEALFinetuneEngine": "heal_rag.training",
-    "HEALModelDir": "heal_rag.training",
-    "load_model_dir": "heal_rag.training",
     # LlamaIndex
     "HEALEmbedding": "heal_rag.integrations",
     "HierarchicalRetriever": "heal_rag.integrations",
     "hybrid_retriever": "heal_rag.integrations",
     "save_heal_index": "heal_rag.integrations",
     "load_heal_index": "heal_rag.integrations",
+    # errors
+    "HealRagUserError": "heal_rag.errors",
+    "InvalidValueError": "heal_rag.errors",
+    "InvalidTypeError": "heal_rag.errors",
+    "InputNotFoundError": "heal_rag.errors",
+    "OutputExistsError": "heal_rag.errors",
+    "OutputLocationError": "heal_rag.errors",
+    "MissingDependencyError": "heal_rag.errors",
+    "NotFittedError": "heal_rag.errors",
+    # the saved model directory
+    "HEALModelDir": "heal_rag.model_dir",
+    "load_model_dir": "heal_rag.model_dir",
     # end to end
     "run_pipeline": "heal_rag.pipeline",
     "PipelineResult": "heal_rag.pipeline",
@@ -50,6 +60,16 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from heal_rag.datasets import Document, RetrievalDataset, load_beir, load_corpus, load_demo_dataset
+    from heal_rag.errors import (
+        HealRagUserError,
+        InputNotFoundError,
+        InvalidTypeError,
+        InvalidValueError,
+        MissingDependencyError,
+        NotFittedError,
+        OutputExistsError,
+        OutputLocationError,
+    )
     from heal_rag.hierarchy import Hierarchy, HNMFk, NMFk, Topic
     from heal_rag.integrations import (
         HEALEmbedding,
@@ -58,14 +78,13 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         load_heal_index,
         save_heal_index,
     )
+    from heal_rag.model_dir import HEALModelDir, load_model_dir
     from heal_rag.pipeline import PipelineResult, run_pipeline
     from heal_rag.training import (
         HEALFinetuneEngine,
         HEALLoss,
-        HEALModelDir,
         HierarchicalBatchSampler,
         heal_loss,
-        load_model_dir,
     )
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from heal_rag.errors import InvalidValueError
+
 #: heal-rag's fusion names -> LlamaIndex ``FUSION_MODES`` values.
 FUSION_METHODS: dict[str, str] = {
     "rrf": "reciprocal_rerank",  # 1 / (60 + rank), unweighted (LlamaIndex fixes k = 60)
@@ -23,11 +25,11 @@ DEFAULT_CANDIDATES = 100
 def check_fusion(fusion: str, dense_weight: Any) -> list[float] | None:
     """Validate the fusion settings; return LlamaIndex's ``retriever_weights`` (dense, BM25) or None."""
     if fusion not in FUSION_METHODS:
-        raise ValueError(f"fusion must be one of {sorted(FUSION_METHODS)}. Got {fusion!r} instead.")
+        raise InvalidValueError(f"fusion must be one of {sorted(FUSION_METHODS)}. Got {fusion!r} instead.")
     if dense_weight is None:
         return None
     if fusion == "rrf":
-        raise ValueError(
+        raise InvalidValueError(
             "fusion='rrf' is unweighted in LlamaIndex (every retriever counts 1 / (60 + rank)); leave "
             "dense_weight=None, or use fusion='relative_score' or 'dist_based_score' for a weighted sum."
         )
@@ -36,5 +38,5 @@ def check_fusion(fusion: str, dense_weight: Any) -> list[float] | None:
         or not isinstance(dense_weight, int | float)
         or not 0 < dense_weight < 1
     ):
-        raise ValueError(f"dense_weight must be a number in (0, 1). Got {dense_weight!r} instead.")
+        raise InvalidValueError(f"dense_weight must be a number in (0, 1). Got {dense_weight!r} instead.")
     return [float(dense_weight), 1.0 - float(dense_weight)]

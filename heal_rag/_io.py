@@ -25,14 +25,15 @@ from typing import Any
 
 import numpy as np
 
+import heal_rag.errors as _errors
+from heal_rag.errors import InvalidTypeError, InvalidValueError
+
 logger = logging.getLogger(__name__)
 
 
-class OutputLocationError(OSError):
-    """An output location cannot be written (read-only, a file in the way, no permission).
-
-    Its message is one line that names the path and says what to do; the CLI prints it without a traceback.
-    """
+# An output location cannot be written (read-only, a file in the way, no permission). Its message is one
+# line that names the path and says what to do; the CLI prints it without a traceback. Defined in errors.
+OutputLocationError = _errors.OutputLocationError
 
 
 def current_umask() -> int:
@@ -176,7 +177,7 @@ def atomic_write_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> None
     """Write numeric arrays to an ``.npz`` file atomically (object arrays are refused, so no pickle)."""
     for name, array in arrays.items():
         if np.asarray(array).dtype == object:
-            raise TypeError(
+            raise InvalidTypeError(
                 f"Array {name!r} has dtype object; only numeric arrays can be saved without pickle."
             )
     buffer = io.BytesIO()
@@ -215,10 +216,12 @@ def load_npz(
         names = {name[: -len(".npy")]: name for name in members if name.endswith(".npy")}
         undeclared = sorted(set(names) - set(expected)) + sorted(n for n in members if not n.endswith(".npy"))
         if undeclared:
-            raise ValueError(f"it holds arrays its format does not declare: {', '.join(undeclared)[:200]}")
+            raise InvalidValueError(
+                f"it holds arrays its format does not declare: {', '.join(undeclared)[:200]}"
+            )
         missing = sorted(set(expected) - set(names) - set(optional))
         if missing:
-            raise ValueError(f"the arrays {', '.join(missing)} are missing")
+            raise InvalidValueError(f"the arrays {', '.join(missing)} are missing")
         for name, member in names.items():
             shape, kind = expected[name]
             info = members[member]
@@ -229,16 +232,18 @@ def load_npz(
                 else:
                     found_shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
                 if dtype.kind != kind or dtype.hasobject or tuple(found_shape) != tuple(shape):
-                    raise ValueError(
+                    raise InvalidValueError(
                         f"array {name!r} is {dtype} of shape {tuple(found_shape)}; the format expects "
                         f"{'float' if kind == 'f' else 'integer'} of shape {tuple(shape)}"
                     )
                 n_bytes = int(np.prod(found_shape, dtype=np.int64)) * dtype.itemsize
                 if info.file_size > n_bytes + 4096:  # the header is at most a few hundred bytes
-                    raise ValueError(f"array {name!r} inflates to {info.file_size} bytes, not {n_bytes}")
+                    raise InvalidValueError(
+                        f"array {name!r} inflates to {info.file_size} bytes, not {n_bytes}"
+                    )
                 data = handle.read(n_bytes)
             if len(data) != n_bytes:
-                raise ValueError(f"array {name!r} is truncated")
+                raise InvalidValueError(f"array {name!r} is truncated")
             array = np.frombuffer(data, dtype=dtype).reshape(found_shape, order="F" if fortran else "C")
             arrays[name] = array.copy()
     return arrays

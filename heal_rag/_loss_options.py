@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from heal_rag.errors import InvalidValueError
+
 #: λ presets of :func:`heal_rag.training.loss.preset_level_weights`; the first is the default.
 LEVEL_WEIGHT_PRESETS = ("document-heavy", "fine-heavy", "coarse-heavy", "uniform")
 #: What a level-l positive is contrasted with (see :func:`heal_rag.training.loss.heal_loss`).
@@ -13,7 +15,7 @@ HARD_NEGATIVE_SOURCES = ("none", "tree", "mined")
 def check_hard_negatives(source: str) -> None:
     """Raise a ValueError naming the valid sources when ``source`` is not one of them."""
     if source not in HARD_NEGATIVE_SOURCES:
-        raise ValueError(
+        raise InvalidValueError(
             f"The 'hard_negatives' parameter must be one of {HARD_NEGATIVE_SOURCES}. Got {source!r} instead."
         )
 
@@ -21,6 +23,6 @@ def check_hard_negatives(source: str) -> None:
 def check_contrast(contrast: str) -> None:
     """Raise a ValueError naming the valid modes when ``contrast`` is not one of them."""
     if contrast not in CONTRAST_MODES:
-        raise ValueError(
+        raise InvalidValueError(
             f"The 'contrast' parameter must be one of {CONTRAST_MODES}. Got {contrast!r} instead."
         )

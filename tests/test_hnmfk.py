@@ -125,7 +125,7 @@ def test_matrix_input_and_predict_with_matrix():
     rng = np.random.default_rng(0)
     X = np.kron(np.eye(3), np.ones((20, 10))) * rng.uniform(0.5, 1.5, (60, 30))
     model = HNMFk(
-        depth=1, k_range=(2, 5), min_topic_size=5, n_perturbations=3, random_state=0, progress=False
+        depth=1, k_range=(2, 5), min_topic_size=5, n_perturbations=3, random_state=0, show_progress=False
     )
     model.fit(
         sp.csr_matrix(X), doc_ids=[f"d{i}" for i in range(60)], feature_names=[f"t{j}" for j in range(30)]

@@ -12,7 +12,7 @@ from tokenizers import Tokenizer
 
 from heal_rag._models import default_model_path
 from heal_rag.hierarchy import HNMFk
-from heal_rag.training.model_dir import (
+from heal_rag.model_dir import (
     CONFIG_FILE,
     HIERARCHY_DIR,
     check_output_dir,
@@ -36,7 +36,7 @@ def hierarchy():
 
     ids = [f"d{i}" for i in range(len(_SMALL_TEXTS))]
     params = dict(
-        depth=2, k_range=(2, 3), min_topic_size=2, min_df=1, stability_threshold=-1.0, progress=False
+        depth=2, k_range=(2, 3), min_topic_size=2, min_df=1, stability_threshold=-1.0, show_progress=False
     )
     return HNMFk(**params).fit(_SMALL_TEXTS, doc_ids=ids).hierarchy_
 
@@ -168,7 +168,7 @@ def _second_hierarchy():
             min_topic_size=2,
             min_df=1,
             stability_threshold=-1.0,
-            progress=False,
+            show_progress=False,
             random_state=3,
         )
         .fit(_SMALL_TEXTS[::-1], doc_ids=ids)

@@ -36,7 +36,7 @@ def fit_hierarchy(seed: int):
             min_df=1,
             max_df=1.0,
             random_state=seed,
-            progress=False,
+            show_progress=False,
         )
         .fit(list(TEXTS.values()), doc_ids=list(TEXTS))
         .hierarchy_
@@ -110,7 +110,13 @@ def test_another_hierarchy_is_an_error(tmp_path, embed, hierarchy):
     other_texts = dict(TEXTS, extra="pasta olive basil garlic.")
     other = (
         HNMFk(
-            depth=1, k_range=(2, 3), min_topic_size=2, n_perturbations=2, min_df=1, max_df=1.0, progress=False
+            depth=1,
+            k_range=(2, 3),
+            min_topic_size=2,
+            n_perturbations=2,
+            min_df=1,
+            max_df=1.0,
+            show_progress=False,
         )
         .fit(list(other_texts.values()), doc_ids=list(other_texts))
         .hierarchy_

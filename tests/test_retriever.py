@@ -16,8 +16,8 @@ from llama_index.core.schema import MetadataMode, NodeRelationship, RelatedNodeI
 
 from heal_rag import HEALEmbedding, HierarchicalRetriever
 from heal_rag.hierarchy import HNMFk
+from heal_rag.hierarchy.routing import hierarchy_layout, membership_lookup, route_topics
 from heal_rag.integrations import add_hierarchy_metadata, build_faiss_index
-from heal_rag.integrations.retriever import hierarchy_layout, membership_lookup, route_topics
 
 THEMES = {
     "cardiology": {
@@ -63,7 +63,7 @@ def hierarchy(corpus):
             min_df=1,
             max_df=1.0,
             random_state=0,
-            progress=False,
+            show_progress=False,
         )
         .fit([t for _, t in corpus], doc_ids=[i for i, _ in corpus])
         .hierarchy_

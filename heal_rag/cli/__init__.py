@@ -11,6 +11,7 @@ import logging
 import sys
 
 from heal_rag._version import __version__
+from heal_rag.errors import HealRagUserError
 
 # modules that each define ``register(subparsers)``; order = order in --help
 _COMMAND_MODULES = (
@@ -21,8 +22,8 @@ _COMMAND_MODULES = (
 )
 
 
-class CLIError(Exception):
-    """A user-facing error: printed as one line, exit status 2, no traceback."""
+class CLIError(HealRagUserError):
+    """A user-facing error of the command line itself: printed as one line, exit status 2, no traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,25 +69,19 @@ def main(argv: list[str] | None = None) -> int:
         # transformers' and huggingface_hub's own bars (loading weights, writing shards) are noise next to
         # heal-rag's one bar per stage; -vv shows them. Read when transformers is imported, so set it now.
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    if args.quiet:
-        os.environ["TQDM_DISABLE"] = "1"
+    # heal-rag's own bars follow the heal_rag logger level set above (heal_rag._progress.show_progress):
+    # -q hides them without touching the environment of the rest of the process.
     try:
         return int(args.handler(args) or 0)
-    except CLIError as error:
-        print(f"heal-rag {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as error:
-        # Our own validation raises these with messages written for users; show them without a traceback.
+    except HealRagUserError as error:
+        # heal-rag's own input checks (heal_rag.errors: InvalidValueError, InputNotFoundError,
+        # MissingDependencyError, ...) and CLIError: messages written for users, shown without a traceback.
+        # Any other exception, a plain ValueError from a library included, is a bug: it keeps its traceback.
         print(f"heal-rag {args.command}: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:
         # The file system refused a read or a write (read-only mount, disk full, no permission): one line
         # naming the path. An OSError that names no path is not the user's environment: keep its traceback.
-        from heal_rag._io import OutputLocationError
-
-        if isinstance(error, OutputLocationError):
-            print(f"heal-rag {args.command}: error: {error}", file=sys.stderr)
-            return 2
         if error.filename is None:
             raise
         reason = error.strerror or type(error).__name__

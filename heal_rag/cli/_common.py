@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from heal_rag.errors import InputNotFoundError
+
 # what a BEIR folder holds, for the messages of commands that read one
 BEIR_LAYOUT = "corpus.jsonl, queries.jsonl, qrels/"
 
@@ -52,7 +54,7 @@ def check_models(names: list[str | None], option: str) -> None:
 
 
 def require_corpus_folder(
-    text: str, *, layout: str = BEIR_LAYOUT, error: type[Exception] = FileNotFoundError
+    text: str, *, layout: str = BEIR_LAYOUT, error: type[Exception] = InputNotFoundError
 ) -> Path:
     """Return the positional ``CORPUS`` as a :class:`Path`; raise ``error`` when it is not a folder.
 

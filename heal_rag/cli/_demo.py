@@ -177,7 +177,7 @@ def run_demo(args: argparse.Namespace) -> int:
         seed=seed,
         device=args.device,
         restart=args.restart,
-        show_progress=not getattr(args, "quiet", False),
+        show_progress=None,  # None: follow the heal_rag log level main() set (-q hides bars)
         on_step=on_step,
     )
     n_questions = len(result.evaluation.question_ids)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import random
 from pathlib import Path
 from typing import Any
 
 from heal_rag.cli._common import check_models, check_outputs, positive_int, require_corpus_folder, seed_int
+from heal_rag.errors import InvalidValueError, OutputExistsError
 
 logger = logging.getLogger(__name__)
 
@@ -100,13 +100,13 @@ RUN_MARKERS = ("checkpoints", "report.json")
 def check_run_folder(out: Path) -> None:
     """Refuse an --out folder that holds files but no earlier run: its files would be mixed with ours."""
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out {out} is a file; give a folder for the reports.")
+        raise OutputExistsError(f"--out {out} is a file; give a folder for the reports.")
     if not out.is_dir() or any((out / marker).exists() for marker in RUN_MARKERS):
         return
     entries = [p for p in out.iterdir() if not p.name.startswith(".")]
     if entries:
         names = ", ".join(sorted(p.name for p in entries)[:3]) + (", ..." if len(entries) > 3 else "")
-        raise FileExistsError(
+        raise OutputExistsError(
             f"--out {out} is not empty ({names}) and holds no earlier 'evaluate rag' run; its files are left "
             "alone. Choose a new or empty folder."
         )
@@ -145,7 +145,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
         )
     else:
         if args.distractors is not None:
-            raise ValueError(
+            raise InvalidValueError(
                 "--distractors is supported for question sets with gold decisions (PubMedQA layout)."
             )
         dataset = load_beir(folder, split=args.split)
@@ -185,7 +185,7 @@ def _llm(spec: str, model: str, what: str) -> Any:
         from heal_rag.evaluation.rag import make_endpoint_llm
 
         return make_endpoint_llm(spec, model=model)
-    raise ValueError(
+    raise InvalidValueError(
         f"--{what} must be 'none', 'local' or an http(s) URL of an OpenAI-compatible server; got {spec!r}."
     )
 
@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
     from heal_rag.integrations import HEALEmbedding, HierarchicalRetriever
 
     if len(args.model) != len(set(args.model)):
-        raise ValueError(f"--model values must differ; got {args.model}.")
+        raise InvalidValueError(f"--model values must differ; got {args.model}.")
     out = Path(args.out)
     check_run_folder(out)
     check_outputs((args.out, "--out", False))
@@ -229,7 +229,9 @@ def run(args: argparse.Namespace) -> int:
     configurations = []
     hierarchy = None
     judge_embeddings = None
-    show = os.environ.get("TQDM_DISABLE") != "1"
+    from heal_rag._progress import show_progress
+
+    show = show_progress()  # follows the heal_rag log level main() set (-q hides bars)
     for name, model in zip(_config_names(args.model), args.model, strict=True):
         embed = HEALEmbedding.from_pretrained(resolve_model_name(model))
         if judge_embeddings is None:

@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         include_hybrid=args.hybrid,
         fusion=args.fusion,
         dense_weight=args.dense_weight,
-        show_progress=not getattr(args, "quiet", False),
+        show_progress=None,  # None: follow the heal_rag log level main() set (-q hides bars)
         device=args.device,
     )
     metrics = {name: dict(values) for name, values in results.items()}

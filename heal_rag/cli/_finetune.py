@@ -14,6 +14,7 @@ from typing import Any
 from heal_rag._loss_options import CONTRAST_MODES, HARD_NEGATIVE_SOURCES, LEVEL_WEIGHT_PRESETS
 from heal_rag.cli._common import check_models, check_outputs, positive_int, require_corpus_folder
 from heal_rag.cli._hierarchy import add_hnmfk_arguments, hnmfk_params
+from heal_rag.errors import InvalidValueError
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def parse_level_weights(text: str) -> str | list[float]:
     try:
         return [float(part) for part in text.split(",")]
     except ValueError:
-        raise ValueError(
+        raise InvalidValueError(
             "--level-weights must be document-heavy, fine-heavy, coarse-heavy, uniform or comma-separated "
             "numbers; got "
             f"{text!r}."
@@ -152,21 +153,21 @@ def load_llm(spec: str) -> Any:
     """Import ``MODULE:NAME`` and return the LlamaIndex LLM it names (calling it when it is a factory)."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise ValueError(f"--llm must be MODULE:NAME (e.g. my_llms:make_llm); got {spec!r}.")
+        raise InvalidValueError(f"--llm must be MODULE:NAME (e.g. my_llms:make_llm); got {spec!r}.")
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")  # like `python -m`: modules in the working directory are importable
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise ValueError(f"--llm {spec}: cannot import module {module_name!r} ({error}).") from None
+        raise InvalidValueError(f"--llm {spec}: cannot import module {module_name!r} ({error}).") from None
     try:
         obj = getattr(module, attr)
     except AttributeError:
-        raise ValueError(f"--llm {spec}: module {module_name!r} has no attribute {attr!r}.") from None
+        raise InvalidValueError(f"--llm {spec}: module {module_name!r} has no attribute {attr!r}.") from None
     if not callable(getattr(obj, "complete", None)) and callable(obj):
         obj = obj()
     if not callable(getattr(obj, "complete", None)):
-        raise ValueError(f"--llm {spec} is not a LlamaIndex LLM (no complete() method).")
+        raise InvalidValueError(f"--llm {spec} is not a LlamaIndex LLM (no complete() method).")
     return obj
 
 
@@ -177,9 +178,9 @@ def run_finetune(args: argparse.Namespace) -> int:
 
     corpus = require_corpus_folder(args.corpus, layout="corpus.jsonl, queries.jsonl")
     if args.train_qrels and args.llm:
-        raise ValueError("Give either --train-qrels or --llm, not both.")
+        raise InvalidValueError("Give either --train-qrels or --llm, not both.")
     # every argument and output checked before minutes of loading and training
-    from heal_rag.training.model_dir import check_output_dir
+    from heal_rag.model_dir import check_output_dir
 
     check_output_dir(args.out, overwrite=args.overwrite)
     check_outputs((args.llm_cache, "--llm-cache", True))
@@ -188,7 +189,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     splits = available_splits(corpus)
     if args.eval_split is not None:
         if args.eval_split not in splits:
-            raise ValueError(
+            raise InvalidValueError(
                 f"--eval-split {args.eval_split!r} is not a split of {corpus} (available: "
                 f"{', '.join(splits) or 'none'})."
             )
@@ -196,7 +197,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     else:
         eval_split = "test" if "test" in splits else None
     if args.train_qrels is not None and args.train_qrels == eval_split:
-        raise ValueError(
+        raise InvalidValueError(
             f"--train-qrels {args.train_qrels!r} is the evaluation split: training on it would leak the test "
             "queries. Train on another split (e.g. train), or set --eval-split."
         )
@@ -217,7 +218,7 @@ def run_finetune(args: argparse.Namespace) -> int:
             hierarchy = Hierarchy.load(args.hierarchy)
         else:
             hierarchy = hnmfk_params(args)
-    show_progress = not getattr(args, "quiet", False)
+    show_progress = None  # None: follow the heal_rag log level main() set (-q hides bars)
     engine = HEALFinetuneEngine(
         dataset.documents,
         base_model=args.base_model,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from heal_rag.cli._common import check_outputs, positive_int, seed_int
+from heal_rag.errors import InputNotFoundError, InvalidValueError, OutputExistsError
 
 if TYPE_CHECKING:  # pragma: no cover
     from heal_rag.datasets import Document
@@ -103,7 +104,7 @@ def hnmfk_params(args: argparse.Namespace) -> dict[str, Any]:
         k_min = args.k_min if args.k_min is not None else k_min
         k_max = args.k_max if args.k_max is not None else k_max
         if k_min > k_max:
-            raise ValueError(f"--k-min ({k_min}) must not be larger than --k-max ({k_max}).")
+            raise InvalidValueError(f"--k-min ({k_min}) must not be larger than --k-max ({k_max}).")
         params["k_range"] = (k_min, k_max)
     if args.min_topic_size is not None:
         params["min_topic_size"] = args.min_topic_size
@@ -115,13 +116,13 @@ def hnmfk_params(args: argparse.Namespace) -> dict[str, Any]:
 def check_output_dir(directory: Path, *, overwrite: bool) -> None:
     """Refuse to write into a non-empty folder that is not a saved hierarchy (unless ``overwrite``)."""
     if directory.exists() and not directory.is_dir():
-        raise ValueError(f"--out {directory} exists and is not a folder.")
+        raise InvalidValueError(f"--out {directory} exists and is not a folder.")
     if not directory.is_dir() or overwrite:
         return
     entries = [p for p in directory.iterdir() if not p.name.startswith(".")]
     if entries and not (directory / HIERARCHY_MARKER).is_file():
         names = ", ".join(sorted(p.name for p in entries)[:3]) + (", ..." if len(entries) > 3 else "")
-        raise FileExistsError(
+        raise OutputExistsError(
             f"{directory} is not empty ({names}) and holds no saved hierarchy; "
             "choose another --out folder or pass --overwrite."
         )
@@ -171,7 +172,7 @@ def run_show(args: argparse.Namespace) -> int:
 
     directory = Path(args.directory)
     if not directory.is_dir():
-        raise FileNotFoundError(f"{directory} does not exist or is not a folder.")
+        raise InputNotFoundError(f"{directory} does not exist or is not a folder.")
     hierarchy = Hierarchy.load(directory)
     print(hierarchy.format_tree(n_terms=args.terms, max_depth=args.max_depth))
     return 0

@@ -30,6 +30,8 @@ import warnings
 from collections.abc import Mapping, Sequence
 from numbers import Real
 
+from heal_rag.errors import InvalidValueError
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_METRICS", "SUPPORTED_METRICS", "ir_metrics", "per_query_metrics"]
@@ -69,17 +71,17 @@ def _check_metrics(metrics: Sequence[str] | str) -> list[str]:
         metrics = [metrics]
     metrics = list(metrics)
     if not metrics:
-        raise ValueError("The 'metrics' parameter must name at least one metric, e.g. ('ndcg@10',).")
+        raise InvalidValueError("The 'metrics' parameter must name at least one metric, e.g. ('ndcg@10',).")
     checked: list[str] = []
     for metric in metrics:
         match = _METRIC_PATTERN.match(metric) if isinstance(metric, str) else None
         if match is None or match.group("name") not in SUPPORTED_METRICS:
-            raise ValueError(
+            raise InvalidValueError(
                 f"Unknown metric {metric!r}. Use one of {', '.join(SUPPORTED_METRICS)}, optionally with a "
                 "cut-off such as 'ndcg@10'."
             )
         if metric in checked:
-            raise ValueError(f"Metric {metric!r} is listed twice.")
+            raise InvalidValueError(f"Metric {metric!r} is listed twice.")
         checked.append(metric)
     return checked
 
@@ -87,23 +89,23 @@ def _check_metrics(metrics: Sequence[str] | str) -> list[str]:
 def _check_qrels(qrels: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
     """Validate qrels; return only the relevant (grade > 0) judgments of queries that have any."""
     if not isinstance(qrels, Mapping):
-        raise ValueError(
+        raise InvalidValueError(
             f"qrels must be a dict of query id -> {{document id: grade}}. Got {type(qrels).__name__} instead."
         )
     if len(qrels) == 0:
-        raise ValueError(
+        raise InvalidValueError(
             "qrels is empty: there are no relevance judgments to evaluate against. Load the qrels of a split "
             "that has judgments (e.g. qrels/test.tsv of a BEIR folder)."
         )
     relevant: dict[str, dict[str, int]] = {}
     for qid, judged in qrels.items():
         if not isinstance(judged, Mapping):
-            raise ValueError(
+            raise InvalidValueError(
                 f"qrels[{qid!r}] must be a dict of document id -> integer grade. Got {type(judged).__name__}."
             )
         for doc_id, grade in judged.items():
             if isinstance(grade, bool) or not isinstance(grade, int):
-                raise ValueError(
+                raise InvalidValueError(
                     f"Relevance grades must be integers; qrels[{qid!r}][{doc_id!r}] is {grade!r}."
                 )
         positives = {str(doc_id): int(grade) for doc_id, grade in judged.items() if grade > 0}
@@ -119,7 +121,7 @@ def _check_qrels(qrels: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, 
             _preview(unjudged),
         )
     if not relevant:
-        raise ValueError(
+        raise InvalidValueError(
             f"None of the {len(qrels)} queries in the qrels has a relevant document (grade > 0); there is "
             "nothing to evaluate."
         )
@@ -128,19 +130,21 @@ def _check_qrels(qrels: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, 
 
 def _check_run(run: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
     if not isinstance(run, Mapping):
-        raise ValueError(
+        raise InvalidValueError(
             f"run must be a dict of query id -> {{document id: score}}. Got {type(run).__name__}."
         )
     checked: dict[str, dict[str, float]] = {}
     for qid, ranked in run.items():
         if not isinstance(ranked, Mapping):
-            raise ValueError(
+            raise InvalidValueError(
                 f"run[{qid!r}] must be a dict of document id -> score. Got {type(ranked).__name__}."
             )
         scores: dict[str, float] = {}
         for doc_id, score in ranked.items():
             if isinstance(score, bool) or not isinstance(score, Real) or not math.isfinite(float(score)):
-                raise ValueError(f"Scores must be finite numbers; run[{qid!r}][{doc_id!r}] is {score!r}.")
+                raise InvalidValueError(
+                    f"Scores must be finite numbers; run[{qid!r}][{doc_id!r}] is {score!r}."
+                )
             scores[str(doc_id)] = float(score)
         checked[str(qid)] = scores
     return checked

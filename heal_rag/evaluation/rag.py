@@ -47,6 +47,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from heal_rag._io import loads_json
+from heal_rag._progress import show_progress as resolve_show_progress
+from heal_rag.errors import InputNotFoundError, InvalidTypeError, InvalidValueError
 from heal_rag.evaluation.stats import (
     ConfidenceInterval,
     PairedComparison,
@@ -190,21 +192,21 @@ class QuestionSet:
     def __post_init__(self) -> None:
         self.questions = {str(k): str(v) for k, v in dict(self.questions).items()}
         if not self.questions:
-            raise ValueError(f"The question set {self.name!r} has no questions.")
+            raise InvalidValueError(f"The question set {self.name!r} has no questions.")
         if not self.contexts:
-            raise ValueError(f"The question set {self.name!r} has an empty corpus (contexts).")
+            raise InvalidValueError(f"The question set {self.name!r} has an empty corpus (contexts).")
         self.qrels = {str(q): {str(d): int(g) for d, g in judged.items()} for q, judged in self.qrels.items()}
         self.contexts = {str(k): str(v) for k, v in self.contexts.items()}
         unknown_q = [q for q in self.qrels if q not in self.questions]
         if unknown_q:
-            raise ValueError(
+            raise InvalidValueError(
                 f"{len(unknown_q)} question id(s) in the qrels are not among the questions: "
                 f"{_preview(unknown_q)}. "
                 "Check that the qrels split matches the queries."
             )
         unknown_d = sorted({d for judged in self.qrels.values() for d in judged if d not in self.contexts})
         if unknown_d:
-            raise ValueError(
+            raise InvalidValueError(
                 f"Corpus/qrels mismatch: {len(unknown_d)} relevant document id(s) are not in the corpus: "
                 f"{_preview(unknown_d)}. Check that the qrels belong to this corpus (same BEIR folder)."
             )
@@ -218,7 +220,7 @@ class QuestionSet:
         self.decisions = {q: str(d).strip().lower() for q, d in self.decisions.items() if q in self.questions}
         bad = {q: d for q, d in self.decisions.items() if d not in DECISIONS}
         if bad:
-            raise ValueError(f"Gold decisions must be yes, no or maybe; got {_preview(bad.items())}.")
+            raise InvalidValueError(f"Gold decisions must be yes, no or maybe; got {_preview(bad.items())}.")
 
     @classmethod
     def from_dataset(
@@ -248,12 +250,12 @@ class QuestionSet:
             if not only_judged or any(g > 0 for g in dataset.qrels.get(q, {}).values())
         ]
         if not ids:
-            raise ValueError(
+            raise InvalidValueError(
                 f"Dataset {dataset.name!r} has no question with a relevant document; check the qrels split."
             )
         if max_questions is not None:
             if max_questions < 1:
-                raise ValueError(f"max_questions must be >= 1; got {max_questions}.")
+                raise InvalidValueError(f"max_questions must be >= 1; got {max_questions}.")
             if max_questions < len(ids):
                 keep = set(random.Random(seed).sample(ids, max_questions))
                 ids = [q for q in ids if q in keep]
@@ -318,18 +320,18 @@ class RAGConfiguration:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
-            raise ValueError(f"A RAGConfiguration needs a non-empty name; got {self.name!r}.")
+            raise InvalidValueError(f"A RAGConfiguration needs a non-empty name; got {self.name!r}.")
         if (self.retriever is None) == (self.query_engine is None):
-            raise ValueError(
+            raise InvalidValueError(
                 f"Configuration {self.name!r}: give exactly one of retriever= or query_engine= "
                 f"(got {'both' if self.retriever is not None else 'neither'})."
             )
         if self.query_engine is not None and self.llm is not None:
-            raise ValueError(
+            raise InvalidValueError(
                 f"Configuration {self.name!r}: llm= is for a retriever; a query engine brings its own LLM."
             )
         if self.generation_top_n is not None and self.generation_top_n < 1:
-            raise ValueError(f"Configuration {self.name!r}: generation_top_n must be >= 1 or None.")
+            raise InvalidValueError(f"Configuration {self.name!r}: generation_top_n must be >= 1 or None.")
 
     @property
     def generates(self) -> bool:
@@ -500,7 +502,7 @@ class _Checkpoint:
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    raise InvalidTypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -549,7 +551,7 @@ class _Runner:
             return
         known = [d for d in ids if d in self.questions.contexts]
         if not known:
-            raise ValueError(
+            raise InvalidValueError(
                 f"Configuration {config.name!r} retrieved document ids that are not in the corpus "
                 f"({_preview(ids, 3)}). heal-rag reads a node's document id from metadata 'doc_id' or '_id', "
                 "then ref_doc_id, then node_id: index nodes built from the same corpus "
@@ -708,7 +710,7 @@ def _judge_from_spec(judge: Any, judge_embeddings: Any, timeout: float) -> Ragas
     if judge is None or isinstance(judge, RagasJudge):
         return judge
     if judge_embeddings is None:
-        raise ValueError(
+        raise InvalidValueError(
             "An LLM judge needs judge_embeddings= (a LlamaIndex embedding, e.g. "
             "HEALEmbedding.from_pretrained(...)) "
             "for answer_relevancy and answer_correctness; heal-rag never falls back to a remote default."
@@ -730,7 +732,7 @@ def evaluate_rag(
     confidence: float = 0.95,
     seed: int = 0,
     extra_config: Mapping[str, Any] | None = None,
-    show_progress: bool = True,
+    show_progress: bool | None = None,
     pairs: Sequence[tuple[str, str]] | None = None,
 ) -> RAGEvaluationResult:
     """Evaluate two or more RAG configurations side by side on one question set.
@@ -750,7 +752,8 @@ def evaluate_rag(
         confidence: confidence level of the intervals.
         seed: seed of every random draw in the statistics.
         extra_config: more configuration to record and hash (e.g. the CLI's arguments).
-        show_progress: tqdm progress bar over questions (also off when ``TQDM_DISABLE=1``).
+        show_progress: tqdm progress bar over questions; ``None`` follows the ``heal_rag`` logger (bars at
+            INFO); off when ``TQDM_DISABLE=1``.
         pairs: the ``(a, b)`` configuration pairs to test (``b - a``); None: every pair. When given, the two
             best configurations by nDCG@10 are tested too (runner-up, winner), so a report can always
             state the winner's margin with its p-value.
@@ -773,17 +776,17 @@ def evaluate_rag(
 
     configurations = list(configurations)
     if not configurations:
-        raise ValueError("evaluate_rag needs at least one RAGConfiguration.")
+        raise InvalidValueError("evaluate_rag needs at least one RAGConfiguration.")
     names = [c.name for c in configurations]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(f"Configuration names must be unique; duplicated: {duplicates}.")
+        raise InvalidValueError(f"Configuration names must be unique; duplicated: {duplicates}.")
     if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer; got {k!r}.")
+        raise InvalidValueError(f"k must be a positive integer; got {k!r}.")
     if pairs is not None:
         unknown = sorted({n for pair in pairs for n in pair if n not in names})
         if unknown:
-            raise ValueError(f"pairs name unknown configuration(s) {unknown}; known: {names}.")
+            raise InvalidValueError(f"pairs name unknown configuration(s) {unknown}; known: {names}.")
     retrieval_metrics = None
     if ragas_available():
         retrieval_metrics = RetrievalMetrics()
@@ -807,7 +810,7 @@ def evaluate_rag(
     runner = _Runner(questions, retrieval_metrics, judge_obj)
 
     question_ids = list(questions.questions)
-    disable = not show_progress or os.environ.get("TQDM_DISABLE") == "1"
+    disable = not resolve_show_progress(show_progress)
     try:
         for question_id in tqdm(question_ids, desc="RAG evaluation", unit="question", disable=disable):
             for config in configurations:
@@ -1005,7 +1008,7 @@ def load_pubmedqa_mixed(
 
     folder = Path(pubmedqa_dir)
     if not (folder / "queries.jsonl").exists():
-        raise FileNotFoundError(f"{folder} is not a PubMedQA BEIR folder: queries.jsonl is missing.")
+        raise InputNotFoundError(f"{folder} is not a PubMedQA BEIR folder: queries.jsonl is missing.")
     base = load_beir(folder, split=split, name="pubmedqa")
     decisions: dict[str, str] = {}
     with open(folder / "queries.jsonl", encoding="utf-8") as handle:
@@ -1142,7 +1145,7 @@ def make_endpoint_llm(
 
     """
     if not re.match(r"^https?://[^\s/]+", url or ""):
-        raise ValueError(
+        raise InvalidValueError(
             f"An LLM endpoint must be an http(s) URL such as http://localhost:8000/v1; got {url!r}."
         )
     key = api_key if api_key is not None else os.environ.get("HEAL_RAG_LLM_API_KEY", "")
@@ -1153,7 +1156,7 @@ def make_endpoint_llm(
             headers = {"Authorization": f"Bearer {key}"} if key else {}
             httpx.get(url.rstrip("/") + "/models", headers=headers, timeout=min(timeout, 10.0))
         except httpx.HTTPError as error:
-            raise ValueError(
+            raise InvalidValueError(
                 f"Cannot reach the LLM endpoint {url}: {type(error).__name__}: {error}. Start the "
                 "server or fix the "
                 "URL (it must serve the OpenAI API under /v1)."

@@ -29,6 +29,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from heal_rag._optional import require
+from heal_rag.errors import InvalidValueError
 
 if TYPE_CHECKING:  # pragma: no cover
     from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -140,7 +141,9 @@ class RetrievalMetrics:
     def __init__(self, names: Sequence[str] = RETRIEVAL_METRICS) -> None:
         unknown = [n for n in names if n not in RETRIEVAL_METRICS]
         if unknown:
-            raise ValueError(f"Unknown retrieval metric(s) {unknown}; choose from {list(RETRIEVAL_METRICS)}.")
+            raise InvalidValueError(
+                f"Unknown retrieval metric(s) {unknown}; choose from {list(RETRIEVAL_METRICS)}."
+            )
         import_ragas()
         from ragas.metrics._context_precision import (
             IDBasedContextPrecision,
@@ -221,23 +224,23 @@ class RagasJudge:
         from llama_index.core.llms import LLM as _LLM
 
         if not isinstance(llm, _LLM):
-            raise ValueError(
+            raise InvalidValueError(
                 f"The judge must be a LlamaIndex LLM (llama_index.core.llms.LLM); got {type(llm).__name__}. "
                 "For an OpenAI-compatible server pass judge='http://host:port/v1' to evaluate_rag or the CLI."
             )
         if not isinstance(embeddings, _BaseEmbedding):
-            raise ValueError(
+            raise InvalidValueError(
                 "The judge needs a LlamaIndex embedding model (BaseEmbedding) for answer_relevancy and "
                 f"answer_correctness; got {type(embeddings).__name__}. heal-rag never falls back to "
                 "a remote default."
             )
         unknown = [m for m in metrics if m not in JUDGE_METRICS]
         if unknown or not metrics:
-            raise ValueError(
+            raise InvalidValueError(
                 f"Judge metrics must be a non-empty subset of {list(JUDGE_METRICS)}; got {list(metrics)}."
             )
         if timeout <= 0 or max_retries < 0 or strictness < 1:
-            raise ValueError(
+            raise InvalidValueError(
                 f"Need timeout > 0, max_retries >= 0 and strictness >= 1; got {timeout}, "
                 f"{max_retries}, {strictness}."
             )

@@ -31,10 +31,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from heal_rag._artifacts import HIERARCHY_DIR, MODEL_CONFIG_FILE
 from heal_rag._checks import check_positive_int
 from heal_rag._io import atomic_write_npz, fingerprint_files, load_npz
 from heal_rag._models import resolve_model_name
+from heal_rag._progress import show_progress as resolve_show_progress
 from heal_rag.datasets import RetrievalDataset, load_beir
+from heal_rag.errors import InputNotFoundError, InvalidValueError
 from heal_rag.evaluation.metrics import DEFAULT_METRICS, per_query_metrics
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -69,7 +72,7 @@ _CACHE_FORMAT = 1
 _MAX_BLOCK_ENTRIES = 1 << 25
 # Files of a model folder that do not change its embeddings: heal-rag's own side files, the model card,
 # trainer checkpoints and logs. Everything else (weights, configs, tokenizer, prompts) is fingerprinted.
-_IGNORED_TOP_LEVEL = {"README.md", "heal_config.json", "heal_hierarchy", "runs", "eval", "logs"}
+_IGNORED_TOP_LEVEL = {"README.md", MODEL_CONFIG_FILE, HIERARCHY_DIR, "runs", "eval", "logs"}
 
 
 @dataclass
@@ -139,17 +142,17 @@ def _as_dataset(dataset_or_folder: RetrievalDataset | str | os.PathLike[str], sp
     elif isinstance(dataset_or_folder, str | os.PathLike):
         dataset = load_beir(dataset_or_folder, split=split)
     else:
-        raise ValueError(
+        raise InvalidValueError(
             "dataset_or_folder must be a BEIR folder path or a heal_rag.datasets.RetrievalDataset. Got "
             f"{type(dataset_or_folder).__name__} instead."
         )
     if not dataset.qrels:
-        raise ValueError(
+        raise InvalidValueError(
             f"Dataset {dataset.name!r} has no relevance judgments (qrels) to evaluate against; load it "
             "with a split that has qrels, e.g. split='test'."
         )
     if not dataset.queries:
-        raise ValueError(f"Dataset {dataset.name!r} has no queries to evaluate.")
+        raise InvalidValueError(f"Dataset {dataset.name!r} has no queries to evaluate.")
     return dataset
 
 
@@ -192,23 +195,23 @@ def load_model(
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise ValueError(
+            raise InvalidValueError(
                 f"Model path {path} is a file; give the folder of a sentence-transformers model."
             )
         if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
-            raise ValueError(
+            raise InvalidValueError(
                 f"{path} is not a sentence-transformers model folder (no modules.json or config.json). "
                 "Give a folder written by SentenceTransformer.save() or heal-rag finetune --out."
             )
         name = str(path)
     elif _looks_like_path(name):
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"Model path {name} does not exist. Give an existing model folder or a model name."
         )
     try:
         loaded = load_sentence_transformer(name, device=device, what="model")
     except (OSError, ValueError) as error:
-        raise ValueError(
+        raise InvalidValueError(
             f"Cannot load the embedding model {str(model)!r}: it is neither a local sentence-transformers "
             "folder nor a model available offline in the Hugging Face cache "
             f"({type(error).__name__}: {error})."
@@ -273,14 +276,14 @@ def _texts_hash(ids: Sequence[str], texts: Sequence[str]) -> str:
 
 
 def _encode(
-    model: SentenceTransformer, texts: list[str], *, role: str, batch_size: int, show_progress: bool
+    model: SentenceTransformer, texts: list[str], *, role: str, batch_size: int, show_progress: bool | None
 ) -> np.ndarray:
     # encode_query / encode_document apply the model's own query/document prompts when it defines them.
     encode = model.encode_query if role == "queries" else model.encode_document
     embeddings = encode(
         texts,
         batch_size=batch_size,
-        show_progress_bar=show_progress and os.environ.get("TQDM_DISABLE", "0") in ("", "0"),
+        show_progress_bar=resolve_show_progress(show_progress),
         convert_to_numpy=True,
         normalize_embeddings=True,
     )
@@ -296,7 +299,7 @@ def _cached_encode(
     fingerprint: str | None,
     cache_dir: Path | None,
     batch_size: int,
-    show_progress: bool,
+    show_progress: bool | None,
 ) -> tuple[np.ndarray, str]:
     """Embeddings of ``texts`` (rows in order) and the cache status ``"hit"``, ``"miss"`` or ``"off"``."""
     if cache_dir is None or fingerprint is None:
@@ -355,7 +358,7 @@ def dense_run(
     batch_size: int = 32,
     max_seq_length: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
-    show_progress: bool = True,
+    show_progress: bool | None = None,
     device: str | None = None,
     name: str | None = None,
 ) -> RetrievalRun:
@@ -372,7 +375,8 @@ def dense_run(
         batch_size: Encoding batch size.
         max_seq_length: Truncate inputs to this many tokens (default: the model's own setting).
         cache_dir: Folder for the embedding cache (created if needed); None disables caching.
-        show_progress: Show encoding progress bars (also off when ``TQDM_DISABLE=1``).
+        show_progress: Show encoding progress bars; ``None`` follows the ``heal_rag`` logger (bars at INFO);
+            off when ``TQDM_DISABLE=1``.
         device: Torch device for encoding (default: CUDA when available, else CPU).
         name: Name recorded in the result (default: the model string).
 
@@ -472,7 +476,7 @@ def bm25_run(
     b: float = 0.75,
     method: str = "lucene",
     stem: bool = True,
-    show_progress: bool = True,
+    show_progress: bool | None = None,
 ) -> RetrievalRun:
     """Rank the corpus for every query of ``dataset`` with BM25 (bm25s).
 
@@ -493,7 +497,7 @@ def bm25_run(
     import bm25s
 
     k = check_positive_int(k, "k")
-    show_progress = show_progress and os.environ.get("TQDM_DISABLE", "0") in ("", "0")
+    show_progress = resolve_show_progress(show_progress)
     stemmer = _stemmer() if stem else None
     seconds: dict[str, float] = {}
     start = time.perf_counter()
@@ -555,7 +559,7 @@ def evaluate_models(
     max_seq_length: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     include_bm25: bool = False,
-    show_progress: bool = True,
+    show_progress: bool | None = None,
     metrics: Sequence[str] = DEFAULT_METRICS,
     device: str | None = None,
     include_hybrid: bool = False,
@@ -595,16 +599,16 @@ def evaluate_models(
         models = [models]
     models = [str(m) for m in models]
     if not models and not include_bm25:
-        raise ValueError("Nothing to evaluate: give at least one model, or include_bm25=True.")
+        raise InvalidValueError("Nothing to evaluate: give at least one model, or include_bm25=True.")
     duplicates = sorted({m for m in models if models.count(m) > 1})
     if duplicates:
-        raise ValueError(f"Model(s) listed more than once: {', '.join(duplicates)}.")
+        raise InvalidValueError(f"Model(s) listed more than once: {', '.join(duplicates)}.")
     if (include_bm25 or include_hybrid) and BM25_NAME in models:
-        raise ValueError(
+        raise InvalidValueError(
             f"A model is called {BM25_NAME!r}, the name of the BM25 baseline; rename its folder."
         )
     if include_hybrid and not models:
-        raise ValueError("include_hybrid=True fuses each model with BM25: give at least one model.")
+        raise InvalidValueError("include_hybrid=True fuses each model with BM25: give at least one model.")
     from heal_rag._fusion_options import DEFAULT_FUSION, check_fusion
 
     fusion = DEFAULT_FUSION if fusion is None else fusion
@@ -628,11 +632,11 @@ def evaluate_models(
         if Path(resolved).expanduser().exists():
             continue
         if _looks_like_path(resolved):
-            raise FileNotFoundError(
+            raise InputNotFoundError(
                 f"Model path {model} does not exist. Give an existing model folder or a name."
             )
         if _offline() and _model_folder(resolved) is None:
-            raise ValueError(
+            raise InvalidValueError(
                 f"Model {model!r} is neither a local folder nor in the offline Hugging Face cache "
                 "(HF_HUB_OFFLINE is set). Give the path of a model folder."
             )

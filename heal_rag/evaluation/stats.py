@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from heal_rag.errors import InvalidValueError
+
 __all__ = [
     "ConfidenceInterval",
     "PairedComparison",
@@ -114,15 +116,17 @@ class PairedComparison:
 def _as_1d(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
     array = np.asarray(values, dtype=np.float64)
     if array.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D sequence of per-question scores; got shape {array.shape}.")
+        raise InvalidValueError(
+            f"{name} must be a 1-D sequence of per-question scores; got shape {array.shape}."
+        )
     return array
 
 
 def _check_params(n_resamples: int, confidence: float) -> None:
     if not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
-        raise ValueError(f"n_resamples must be a positive integer; got {n_resamples!r}.")
+        raise InvalidValueError(f"n_resamples must be a positive integer; got {n_resamples!r}.")
     if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), e.g. 0.95; got {confidence!r}.")
+        raise InvalidValueError(f"confidence must be in (0, 1), e.g. 0.95; got {confidence!r}.")
 
 
 def _bootstrap_means(values: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -251,7 +255,7 @@ def paired_test(
     _check_params(n_resamples, confidence)
     array_a, array_b = _as_1d(a, "a"), _as_1d(b, "b")
     if array_a.shape != array_b.shape:
-        raise ValueError(
+        raise InvalidValueError(
             f"Paired scores must cover the same questions: got {array_a.size} scores for {name_a!r} and "
             f"{array_b.size} for {name_b!r}."
         )
@@ -325,7 +329,9 @@ def compare_configurations(
     out: list[PairedComparison] = []
     for name_a, name_b in itertools.combinations(names, 2) if pairs is None else pairs:
         if name_a not in scores or name_b not in scores:
-            raise ValueError(f"Cannot compare {name_a!r} with {name_b!r}: known configurations are {names}.")
+            raise InvalidValueError(
+                f"Cannot compare {name_a!r} with {name_b!r}: known configurations are {names}."
+            )
         metrics = [m for m in scores[name_a] if m in scores[name_b]]
         pair = [
             paired_test(

@@ -24,6 +24,8 @@ import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment
 from sklearn.utils.extmath import randomized_svd
 
+from heal_rag.errors import InvalidValueError
+
 # float32 halves memory traffic of the sparse products, which dominate the run time
 DTYPE = np.float32
 _EPS = 1e-10
@@ -53,7 +55,7 @@ def resolve_device(device: str) -> str:
         return "cpu"
     available = cuda_available()
     if device == "cuda" and not available:
-        raise ValueError(
+        raise InvalidValueError(
             "device='cuda' was requested but no CUDA device is usable (torch with CUDA support is needed). "
             "Use device='cpu' or device='auto'."
         )

@@ -8,13 +8,14 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from heal_rag.errors import InvalidValueError
 from heal_rag.hierarchy._nmf import BETA_LOSSES, DTYPE
 
 _DEVICES = ("auto", "cpu", "cuda")
 
 
 def _bad(owner: str, name: str, expected: str, value: Any) -> ValueError:
-    return ValueError(f"The '{name}' parameter of {owner} must be {expected}. Got {value!r} instead.")
+    return InvalidValueError(f"The '{name}' parameter of {owner} must be {expected}. Got {value!r} instead.")
 
 
 def _is_int(value: Any) -> bool:
@@ -98,28 +99,30 @@ def check_matrix(X: Any, owner: str, *, allow_empty: bool = False) -> sp.csr_mat
         try:
             X = np.asarray(X)
         except Exception as error:  # ragged lists and the like
-            raise ValueError(
+            raise InvalidValueError(
                 f"{owner} expected a 2-D numeric matrix; could not convert the input: {error}"
             ) from None
         if X.dtype == object or not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
-            raise ValueError(
+            raise InvalidValueError(
                 f"{owner} expected a 2-D numeric matrix (or a list of texts); got an array of dtype "
                 f"{X.dtype}."
             )
         if X.ndim != 2:
-            raise ValueError(
+            raise InvalidValueError(
                 f"{owner} expected a 2-D matrix of shape (n_documents, n_features); got shape {X.shape}."
             )
         X = sp.csr_matrix(X)
     if X.shape[0] == 0 and not allow_empty:
-        raise ValueError(f"{owner} got an empty corpus (0 documents); at least 1 document is needed.")
+        raise InvalidValueError(f"{owner} got an empty corpus (0 documents); at least 1 document is needed.")
     if X.shape[1] == 0:
-        raise ValueError(f"{owner} got a matrix with 0 features (columns).")
+        raise InvalidValueError(f"{owner} got a matrix with 0 features (columns).")
     data = X.data
     if not np.all(np.isfinite(data)):
-        raise ValueError(f"{owner} got a matrix with NaN or infinite values; replace or drop them first.")
+        raise InvalidValueError(
+            f"{owner} got a matrix with NaN or infinite values; replace or drop them first."
+        )
     if data.size and data.min() < 0:
-        raise ValueError(
+        raise InvalidValueError(
             f"{owner} needs a non-negative matrix (NMF); found a negative value ({data.min():.4g}). "
             "Use TF-IDF or counts, or shift/clip the values."
         )

@@ -18,6 +18,8 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 
+from heal_rag._progress import show_progress as resolve_show_progress
+from heal_rag.errors import InvalidValueError, NotFittedError
 from heal_rag.hierarchy import _nmf
 from heal_rag.hierarchy._validation import check_matrix, check_params
 from heal_rag.hierarchy.nmfk import make_rng, nmfk, nmfk_settings
@@ -69,7 +71,9 @@ class HNMFk(BaseEstimator):
         n_top_terms: terms kept per topic in :attr:`Topic.top_terms`.
         random_state: seed; the same seed gives the same tree.
         device: ``"auto"`` (torch on CUDA when available), ``"cpu"`` or ``"cuda"``.
-        progress: show a tqdm bar of the topics split (``TQDM_DISABLE=1`` hides it).
+        show_progress: show a tqdm bar of the topics split; ``None`` (default) shows it when the
+            ``heal_rag`` logger is enabled for INFO (see :func:`heal_rag._progress.show_progress`).
+        progress: deprecated alias of ``show_progress``.
 
     Attributes:
         hierarchy_: the fitted :class:`Hierarchy`.
@@ -112,7 +116,8 @@ class HNMFk(BaseEstimator):
         n_top_terms: int = 10,
         random_state: Any = 0,
         device: str = "auto",
-        progress: bool = True,
+        show_progress: bool | None = None,
+        progress: bool | None = None,
     ) -> None:
         self.depth = depth
         self.k_range = k_range
@@ -138,6 +143,7 @@ class HNMFk(BaseEstimator):
         self.n_top_terms = n_top_terms
         self.random_state = random_state
         self.device = device
+        self.show_progress = show_progress
         self.progress = progress
 
     # ------------------------------------------------------------------------------------------- input
@@ -171,14 +177,14 @@ class HNMFk(BaseEstimator):
             counts = vectorizer.fit_transform(texts)
         except ValueError as error:
             if "empty vocabulary" in str(error) or "no terms remain" in str(error):
-                raise ValueError(
+                raise InvalidValueError(
                     "HNMFk found no vocabulary in the texts: after tokenising, stop-word removal "
                     f"(stop_words={self.stop_words!r}) and the frequency filters (min_df={min_df!r}, "
                     f"max_df={max_df!r}) no term is left. Check that the texts are not empty or only stop "
                     "words, "
                     "or relax these settings."
                 ) from None
-            raise ValueError(f"HNMFk could not build the TF-IDF vocabulary: {error}") from None
+            raise InvalidValueError(f"HNMFk could not build the TF-IDF vocabulary: {error}") from None
         vocabulary = [str(t) for t in vectorizer.get_feature_names_out()]
         # a fixed-vocabulary vectorizer for later texts (the fitted one carries the stop-word list as state)
         df = np.bincount(sp.csr_matrix(counts).indices, minlength=len(vocabulary)).astype(np.float64)
@@ -206,12 +212,14 @@ class HNMFk(BaseEstimator):
         if is_text_input(X):
             texts = check_texts(X, owner)
             if not texts:
-                raise ValueError(f"{owner} got an empty corpus (0 documents); at least 1 document is needed.")
+                raise InvalidValueError(
+                    f"{owner} got an empty corpus (0 documents); at least 1 document is needed."
+                )
             ids = self._check_doc_ids(doc_ids, len(texts))
             empty = [i for i, text in enumerate(texts) if not text.strip()]
             if empty:
                 if len(empty) == len(texts):
-                    raise ValueError(
+                    raise InvalidValueError(
                         f"None of the {len(texts)} texts given to {owner} has any text: nothing to cluster."
                     )
                 # empty texts say nothing about topics: leave them out of the tree (issue 13), say so once
@@ -234,7 +242,7 @@ class HNMFk(BaseEstimator):
             if feature_names is not None:
                 vocabulary = [str(f) for f in feature_names]
                 if len(vocabulary) != matrix.shape[1]:
-                    raise ValueError(
+                    raise InvalidValueError(
                         f"feature_names has {len(vocabulary)} names but X has {matrix.shape[1]} columns."
                     )
         n = matrix.shape[0]
@@ -281,20 +289,20 @@ class HNMFk(BaseEstimator):
         if doc_ids is None:
             return [str(i) for i in range(n)]
         if isinstance(doc_ids, str):
-            raise ValueError("doc_ids must be a list of ids, not a single string.")
+            raise InvalidValueError("doc_ids must be a list of ids, not a single string.")
         ids = [str(d) for d in doc_ids]
         if len(ids) != n:
-            raise ValueError(f"doc_ids has {len(ids)} ids but there are {n} documents.")
+            raise InvalidValueError(f"doc_ids has {len(ids)} ids but there are {n} documents.")
         if len(set(ids)) != n:
             seen: set[str] = set()
             dup = next(d for d in ids if d in seen or seen.add(d))  # type: ignore[func-returns-value]
-            raise ValueError(f"doc_ids must be unique; {dup!r} occurs more than once.")
+            raise InvalidValueError(f"doc_ids must be unique; {dup!r} occurs more than once.")
         return ids
 
     # ------------------------------------------------------------------------------------------- predict
     def _check_fitted(self) -> Hierarchy:
         if not hasattr(self, "hierarchy_"):
-            raise ValueError("This HNMFk instance is not fitted yet. Call 'fit' first.")
+            raise NotFittedError("This HNMFk instance is not fitted yet. Call 'fit' first.")
         return self.hierarchy_
 
     def predict(self, X: Any) -> np.ndarray:
@@ -308,6 +316,18 @@ class HNMFk(BaseEstimator):
     def transform(self, X: Any) -> np.ndarray:
         """Soft memberships at the finest level, shape (n, len(hierarchy_.topics_at(-1)))."""
         return self.predict_memberships(X)[-1]
+
+    def _resolve_progress(self) -> bool:
+        explicit = self.show_progress
+        if self.progress is not None:
+            warnings.warn(
+                "The 'progress' parameter of HNMFk is deprecated; use show_progress instead.",
+                DeprecationWarning,
+                stacklevel=4,
+            )
+            if explicit is None:
+                explicit = self.progress
+        return resolve_show_progress(explicit)
 
     def fit_predict(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
         """Fit and return the training documents' paths, shape (n_documents, n_levels)."""
@@ -336,7 +356,9 @@ class _TreeBuilder:
         children_of: dict[int, list[int]] = {}
         split_info: dict[int, dict[str, Any]] = {}
         queue: deque[tuple[int, int, np.ndarray]] = deque([(ROOT, 0, np.arange(X.shape[0]))])
-        bar = tqdm(desc="HNMFk splits", unit="topic", disable=None if est.progress else True, leave=False)
+        bar = tqdm(
+            desc="HNMFk splits", unit="topic", disable=None if est._resolve_progress() else True, leave=False
+        )
         node_index = 0
         while queue:
             parent, depth, rows = queue.popleft()

@@ -24,6 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 
+from heal_rag.errors import InvalidValueError, NotFittedError
 from heal_rag.hierarchy import _nmf
 from heal_rag.hierarchy._validation import check_matrix, check_params
 
@@ -267,7 +268,7 @@ class NMFk(BaseEstimator):
         params = check_params(self, per_depth=False)
         X = check_matrix(X, type(self).__name__)
         if X.shape[0] < 2:
-            raise ValueError(f"NMFk needs at least 2 samples; got {X.shape[0]}.")
+            raise InvalidValueError(f"NMFk needs at least 2 samples; got {X.shape[0]}.")
         ops = _nmf._Ops(_nmf.resolve_device(self.device))
         rng = make_rng(self.random_state)
         lo, hi = params["k_range"][0]
@@ -294,10 +295,12 @@ class NMFk(BaseEstimator):
     def transform(self, X: Any) -> np.ndarray:
         """Non-negative topic weights of shape (n_samples, k_) with the topics fixed."""
         if not hasattr(self, "components_"):
-            raise ValueError("This NMFk instance is not fitted yet. Call 'fit' first.")
+            raise NotFittedError("This NMFk instance is not fitted yet. Call 'fit' first.")
         X = check_matrix(X, type(self).__name__, allow_empty=True)
         if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, but NMFk was fitted with {self.n_features_in_}.")
+            raise InvalidValueError(
+                f"X has {X.shape[1]} features, but NMFk was fitted with {self.n_features_in_}."
+            )
         return _nmf.project_weights(X, self.components_, self.beta_loss)
 
     def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
@@ -332,7 +335,7 @@ def make_rng(random_state: Any) -> np.random.Generator:
         return np.random.default_rng(random_state.randint(0, 2**31 - 1))
     if random_state is None or isinstance(random_state, numbers.Integral):
         return np.random.default_rng(random_state)
-    raise ValueError(
+    raise InvalidValueError(
         "The 'random_state' parameter must be an int, a numpy Generator/RandomState or None. "
         f"Got {random_state!r} instead."
     )

@@ -31,6 +31,7 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import CountVectorizer
 
 from heal_rag._io import atomic_write_json, atomic_write_npz, load_npz, loads_json
+from heal_rag.errors import InputNotFoundError, InvalidTypeError, InvalidValueError
 from heal_rag.hierarchy import _nmf
 from heal_rag.hierarchy._validation import check_matrix
 
@@ -120,11 +121,11 @@ def counts_to_tfidf(counts: sp.spmatrix, idf: np.ndarray, sublinear_tf: bool) ->
 def check_texts(texts: Any, owner: str) -> list[str]:
     """Validate a list of strings (a single string is refused: it is almost always a mistake)."""
     if isinstance(texts, str):
-        raise ValueError(f"{owner} expected a list of texts; got a single string. Wrap it in a list.")
+        raise InvalidValueError(f"{owner} expected a list of texts; got a single string. Wrap it in a list.")
     texts = list(texts)
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
-        raise ValueError(
+        raise InvalidValueError(
             f"{owner} expected texts (str); item {bad[0]} is {type(texts[bad[0]]).__name__}. "
             "Replace missing texts with '' (they get an all-zero row and a documented fallback placement)."
         )
@@ -232,7 +233,7 @@ class Hierarchy:
         self.split_info = dict(split_info or {})
         self.params = dict(params or {})
         if self.params.get("beta_loss", "frobenius") not in _nmf.BETA_LOSSES:
-            raise ValueError(
+            raise InvalidValueError(
                 f"Hierarchy params give beta_loss={self.params['beta_loss']!r}; expected one of "
                 f"{_nmf.BETA_LOSSES}."
             )
@@ -257,9 +258,11 @@ class Hierarchy:
 
     def _check_level(self, level: int) -> int:
         if not isinstance(level, (int, np.integer)) or isinstance(level, bool):
-            raise TypeError(f"level must be an int; got {type(level).__name__}.")
+            raise InvalidTypeError(f"level must be an int; got {type(level).__name__}.")
         if not -self.n_levels <= level < self.n_levels:
-            raise ValueError(f"level must be in [0, {self.n_levels - 1}] for this hierarchy; got {level}.")
+            raise InvalidValueError(
+                f"level must be in [0, {self.n_levels - 1}] for this hierarchy; got {level}."
+            )
         return int(level) % self.n_levels
 
     def topics_at(self, level: int) -> list[Topic]:
@@ -291,7 +294,7 @@ class Hierarchy:
     def vectorize(self, texts: Sequence[str]) -> sp.csr_matrix:
         """TF-IDF rows of ``texts`` in this hierarchy's vocabulary, shape (n_texts, n_features)."""
         if self.vocabulary is None or self.idf is None or self.tfidf is None:
-            raise ValueError(
+            raise InvalidValueError(
                 "This hierarchy was built from a matrix, not from texts, so it has no vocabulary to turn "
                 "texts into features. Pass a non-negative matrix with the same features instead."
             )
@@ -306,7 +309,7 @@ class Hierarchy:
             return self.vectorize(data)
         X = check_matrix(data, "Hierarchy", allow_empty=True)
         if X.shape[1] != self.n_features:
-            raise ValueError(f"X has {X.shape[1]} features, but this hierarchy has {self.n_features}.")
+            raise InvalidValueError(f"X has {X.shape[1]} features, but this hierarchy has {self.n_features}.")
         return X
 
     def route(self, X: sp.csr_matrix) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -447,50 +450,50 @@ class Hierarchy:
         directory = Path(directory)
         json_path, npz_path = directory / _JSON_FILE, directory / _NPZ_FILE
         if not json_path.is_file():
-            raise FileNotFoundError(
+            raise InputNotFoundError(
                 f"No saved hierarchy in {str(directory)!r}: {_JSON_FILE} is missing "
                 "(save one with Hierarchy.save)."
             )
         try:
             meta = loads_json(json_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(
+            raise InvalidValueError(
                 f"The saved hierarchy {str(json_path)!r} is corrupted (invalid JSON: {error})."
             ) from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-            raise ValueError(f"{str(json_path)!r} is not a heal-rag hierarchy file.")
+            raise InvalidValueError(f"{str(json_path)!r} is not a heal-rag hierarchy file.")
         version = meta.get("format_version")
         if version != FORMAT_VERSION:
-            raise ValueError(
+            raise InvalidValueError(
                 f"The saved hierarchy in {str(directory)!r} has format version {version!r}, but this "
                 f"heal-rag reads version {FORMAT_VERSION}. Rebuild it with this version "
                 "(heal-rag hierarchy build)."
             )
         if not npz_path.is_file():
-            raise FileNotFoundError(
+            raise InputNotFoundError(
                 f"The saved hierarchy in {str(directory)!r} is incomplete: {_NPZ_FILE} is missing."
             )
         try:
             expected = cls._declared_arrays(meta)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise ValueError(
+            raise InvalidValueError(
                 f"The saved hierarchy {str(json_path)!r} is corrupted or inconsistent: {error!r}"
             ) from None
         try:
             arrays = load_npz(npz_path, expected, optional=("idf",))
         except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
-            raise ValueError(
+            raise InvalidValueError(
                 f"The saved hierarchy file {str(npz_path)!r} is corrupted or inconsistent with {_JSON_FILE} "
                 f"({error}). Rebuild it (heal-rag hierarchy build) or copy the folder again."
             ) from None
         try:
             hierarchy = cls._from_parts(meta, arrays)
         except (KeyError, TypeError, IndexError, ValueError) as error:
-            raise ValueError(
+            raise InvalidValueError(
                 f"The saved hierarchy in {str(directory)!r} is corrupted or inconsistent: {error}"
             ) from None
         if hierarchy.fingerprint != meta.get("fingerprint"):
-            raise ValueError(
+            raise InvalidValueError(
                 f"The saved hierarchy in {str(directory)!r} is corrupted: its content does not match its "
                 "fingerprint."
             )
@@ -503,7 +506,7 @@ class Hierarchy:
         n_topics, n_features = len(entries), int(meta["n_features"])
         n_docs, n_levels = len(meta["doc_ids"]), int(meta["n_levels"])
         if n_levels < 1 or n_features < 0:
-            raise ValueError(f"n_levels={n_levels}, n_features={n_features}")
+            raise InvalidValueError(f"n_levels={n_levels}, n_features={n_features}")
         declared: dict[str, tuple[tuple[int, ...], str]] = {
             "vectors": ((n_topics, n_features), "f"),
             "paths": ((n_docs, n_levels), "i"),
@@ -523,7 +526,7 @@ class Hierarchy:
         vectors = arrays["vectors"]
         entries = meta["topics"]
         if vectors.shape != (len(entries), int(meta["n_features"])):
-            raise ValueError(
+            raise InvalidValueError(
                 f"topic vectors have shape {vectors.shape}, expected ({len(entries)}, {meta['n_features']})"
             )
         topics = {}
@@ -540,7 +543,9 @@ class Hierarchy:
         n_levels = int(meta["n_levels"])
         paths = arrays["paths"]
         if paths.shape != (len(meta["doc_ids"]), n_levels):
-            raise ValueError(f"paths have shape {paths.shape}, expected ({len(meta['doc_ids'])}, {n_levels})")
+            raise InvalidValueError(
+                f"paths have shape {paths.shape}, expected ({len(meta['doc_ids'])}, {n_levels})"
+            )
         memberships = [arrays[f"memberships_{level}"] for level in range(n_levels)]
         return cls(
             topics,
@@ -619,7 +624,7 @@ class Hierarchy:
             frame = pd.DataFrame(self.paths, columns=[f"level_{i}" for i in range(self.n_levels)])
             frame.insert(0, "doc_id", self.doc_ids)
             return frame
-        raise ValueError(f"kind must be 'topics' or 'documents'; got {kind!r}.")
+        raise InvalidValueError(f"kind must be 'topics' or 'documents'; got {kind!r}.")
 
     def plot(self, ax: Any = None, n_terms: int = 3) -> Any:
         """Draw the tree with matplotlib (optional dependency); returns the Axes."""

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 
 from heal_rag._optional import require
+from heal_rag._progress import show_progress as resolve_show_progress
+from heal_rag.errors import InvalidValueError
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +47,11 @@ def new_flat_index(dimension: int, use_gpu: bool | None = None) -> Any:
     """
     faiss = import_faiss()
     if int(dimension) <= 0:
-        raise ValueError(f"The FAISS index dimension must be positive. Got {dimension} instead.")
+        raise InvalidValueError(f"The FAISS index dimension must be positive. Got {dimension} instead.")
     index = faiss.IndexFlatIP(int(dimension))
     gpus = faiss_gpu_count()
     if use_gpu and gpus == 0:
-        raise ValueError(
+        raise InvalidValueError(
             "use_gpu=True was requested but faiss sees no GPU (faiss-cpu is installed, or no CUDA device is "
             'visible). Install "heal-rag[gpu]" on a GPU machine, or pass use_gpu=None/False.'
         )
@@ -59,11 +61,16 @@ def new_flat_index(dimension: int, use_gpu: bool | None = None) -> Any:
     return index
 
 
+def is_gpu_index(index: Any) -> bool:
+    """Whether ``index`` is a faiss GPU index (``faiss.GpuIndex``; always false with faiss-cpu)."""
+    gpu_index = getattr(import_faiss(), "GpuIndex", None)
+    return isinstance(gpu_index, type) and isinstance(index, gpu_index)
+
+
 def to_cpu_index(index: Any) -> Any:
     """Return a CPU copy of a (possibly GPU) faiss index, e.g. to write it to disk."""
-    faiss = import_faiss()
-    if hasattr(faiss, "index_gpu_to_cpu") and "Gpu" in type(index).__name__:
-        return faiss.index_gpu_to_cpu(index)
+    if is_gpu_index(index):
+        return import_faiss().index_gpu_to_cpu(index)
     return index
 
 
@@ -92,7 +99,7 @@ class TopicPartitionedIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         cells = np.asarray(cells, dtype=np.int64)
         if vectors.ndim != 2 or cells.shape != (vectors.shape[0],):
-            raise ValueError(
+            raise InvalidValueError(
                 f"TopicPartitionedIndex needs vectors of shape (n, d) and one topic per vector. Got vectors "
                 f"{vectors.shape} and cells {cells.shape}."
             )
@@ -146,7 +153,7 @@ class TopicPartitionedIndex:
 
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if len(topics) != len(queries):
-            raise ValueError(f"Got {len(queries)} queries but topic lists for {len(topics)}.")
+            raise InvalidValueError(f"Got {len(queries)} queries but topic lists for {len(topics)}.")
         cells = self.cells_for(topics)
         self.index.nprobe = cells.shape[1]
         scores, ids = search_preassigned(self.index, queries, int(k), cells)
@@ -159,7 +166,7 @@ def build_faiss_index(
     *,
     hierarchy: Any = None,
     use_gpu: bool | None = None,
-    show_progress: bool = False,
+    show_progress: bool | None = None,
     **index_kwargs: Any,
 ) -> Any:
     """Build a LlamaIndex ``VectorStoreIndex`` on FAISS (exact inner product on normalised vectors).
@@ -168,9 +175,9 @@ def build_faiss_index(
         nodes: LlamaIndex nodes, or ``Document`` objects (chunked by LlamaIndex's default node parser).
         embed_model: the embedding (normally :class:`HEALEmbedding`, whose vectors are unit-norm).
         hierarchy: when given, each node's topic path is written to its metadata first
-            (:func:`~heal_rag.integrations.retriever.add_hierarchy_metadata`), for ``route`` mode.
+            (:func:`~heal_rag.integrations.add_hierarchy_metadata`), for ``route`` mode.
         use_gpu: ``None`` puts the FAISS index on a GPU when faiss-gpu and a GPU are present.
-        show_progress: show LlamaIndex's embedding progress bar.
+        show_progress: show LlamaIndex's embedding progress bar; ``None`` follows the ``heal_rag`` logger.
         **index_kwargs: passed to ``VectorStoreIndex``.
 
     Example:
@@ -183,16 +190,17 @@ def build_faiss_index(
 
     nodes = list(nodes)
     if not nodes:
-        raise ValueError("build_faiss_index needs at least one node or document; got none.")
+        raise InvalidValueError("build_faiss_index needs at least one node or document; got none.")
     if getattr(embed_model, "normalize", True) is False:
         logger.warning("The embedding is not normalised: inner-product scores are not cosine similarities.")
     dimension = getattr(embed_model, "dimension", None)
     if not isinstance(dimension, int):
         dimension = len(embed_model.get_text_embedding("dimension probe"))
     if hierarchy is not None:
-        from heal_rag.integrations.retriever import add_hierarchy_metadata
+        from heal_rag.integrations._metadata import add_hierarchy_metadata
 
         add_hierarchy_metadata(nodes, hierarchy)
+    show_progress = resolve_show_progress(show_progress)
     store = FaissVectorStore(faiss_index=new_flat_index(dimension, use_gpu=use_gpu))
     context = StorageContext.from_defaults(vector_store=store)
     if all(isinstance(n, Document) for n in nodes):

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
+from heal_rag._artifacts import HIERARCHY_DIR
 from heal_rag._models import load_sentence_transformer, resolve_model_name
+from heal_rag.errors import InvalidTypeError, InvalidValueError
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer
@@ -20,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-HIERARCHY_SUBDIR = "heal_hierarchy"
+HIERARCHY_SUBDIR = HIERARCHY_DIR  # the old name of heal_rag._artifacts.HIERARCHY_DIR
 _DEVICES = ("cpu", "cuda", "mps")
 
 
@@ -46,25 +48,25 @@ def resolve_device(device: str | None) -> str:
         return "cpu"
     kind, _, index = str(device).partition(":")
     if kind not in _DEVICES or (index and (kind != "cuda" or not index.isdigit())):
-        raise ValueError(
+        raise InvalidValueError(
             f"The 'device' parameter of HEALEmbedding must be one of 'cpu', 'cuda', 'cuda:N', 'mps' or None "
             f"(automatic). Got {device!r} instead."
         )
     if kind == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(
+            raise InvalidValueError(
                 f"device={device!r} was requested but torch sees no CUDA GPU (torch {torch.__version__}, "
                 f"built with CUDA {torch.version.cuda or 'none'}). Use device='cpu', or device=None to pick "
                 "the best available device, or install a CUDA build of torch on a machine with a GPU."
             )
         if index and int(index) >= torch.cuda.device_count():
-            raise ValueError(
+            raise InvalidValueError(
                 f"device={device!r} was requested but only {torch.cuda.device_count()} CUDA device(s) exist."
             )
     if kind == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
-            raise ValueError(
+            raise InvalidValueError(
                 "device='mps' was requested but the Apple MPS backend is not available on this machine. "
                 "Use device='cpu' or device=None (automatic)."
             )
@@ -144,7 +146,7 @@ class HEALEmbedding(BaseEmbedding):
         **kwargs: Any,
     ) -> None:
         if model_name is not None and not isinstance(model_name, (str, Path)):
-            raise TypeError(
+            raise InvalidTypeError(
                 "The 'model_name' parameter of HEALEmbedding must be a model folder or hub name (str "
                 "or Path). "
                 f"Got {type(model_name).__name__} instead; pass a loaded model as model=..."
@@ -269,16 +271,16 @@ def load_directory_hierarchy(model_dir: str | Path) -> Hierarchy | None:
         FileNotFoundError: the config records a hierarchy but ``heal_hierarchy/`` is missing.
 
     """
-    from heal_rag.training.model_dir import CONFIG_FILE, load_model_dir
+    from heal_rag.model_dir import CONFIG_FILE, load_model_dir
 
     path = Path(resolve_model_name(str(model_dir)))
     if not path.is_dir():
         return None  # a hub name: nothing is saved beside it
     if (path / CONFIG_FILE).exists():
         return load_model_dir(path).hierarchy
-    if (path / HIERARCHY_SUBDIR).is_dir():
-        raise ValueError(
-            f"{path} holds {HIERARCHY_SUBDIR}/ but no {CONFIG_FILE}, so nothing records which hierarchy this "
+    if (path / HIERARCHY_DIR).is_dir():
+        raise InvalidValueError(
+            f"{path} holds {HIERARCHY_DIR}/ but no {CONFIG_FILE}, so nothing records which hierarchy this "
             "model was trained with. Copy the whole model directory (heal_config.json included), or load the "
             "hierarchy yourself (Hierarchy.load) and pass it to HierarchicalRetriever(hierarchy=...)."
         )

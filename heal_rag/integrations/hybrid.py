@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from heal_rag._checks import check_positive_int
 from heal_rag._fusion_options import DEFAULT_CANDIDATES, DEFAULT_FUSION, FUSION_METHODS, check_fusion
+from heal_rag.errors import InvalidTypeError, InvalidValueError
 
 if TYPE_CHECKING:  # pragma: no cover
     from llama_index.core.retrievers import BaseRetriever, QueryFusionRetriever
@@ -83,7 +84,7 @@ def bm25_retriever(nodes: Sequence[BaseNode], *, similarity_top_k: int = 10, ste
 
     nodes = list(nodes)
     if not nodes:
-        raise ValueError("bm25_retriever needs at least one node; got none.")
+        raise InvalidValueError("bm25_retriever needs at least one node; got none.")
     check_positive_int(similarity_top_k, "similarity_top_k")
     return BM25Retriever.from_defaults(
         nodes=nodes,
@@ -135,18 +136,20 @@ def hybrid_retriever(
         if nodes is None and bm25 is None:
             nodes = list(dense.docstore.docs.values())
             if not nodes:
-                raise ValueError(
+                raise InvalidValueError(
                     "The index's docstore holds no nodes (a vector store that keeps the text itself?): pass "
                     "nodes= for BM25."
                 )
         dense = dense.as_retriever(similarity_top_k=candidates)
     elif not callable(getattr(dense, "retrieve", None)):
-        raise TypeError(
+        raise InvalidTypeError(
             f"dense must be a LlamaIndex VectorStoreIndex or retriever. Got {type(dense).__name__} instead."
         )
     if bm25 is None:
         if nodes is None:
-            raise ValueError("Give nodes= (the corpus BM25 indexes) or bm25= when dense is a retriever.")
+            raise InvalidValueError(
+                "Give nodes= (the corpus BM25 indexes) or bm25= when dense is a retriever."
+            )
         bm25 = bm25_retriever(nodes, similarity_top_k=candidates)
     return _fusion_retriever([dense, bm25], fusion, weights, similarity_top_k)
 

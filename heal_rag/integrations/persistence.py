@@ -25,9 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from heal_rag._artifacts import HIERARCHY_DIR
 from heal_rag._io import atomic_write_json, loads_json, make_temp_dir
 from heal_rag._version import __version__
-from heal_rag.integrations._faiss import faiss_gpu_count, import_faiss, to_cpu_index
+from heal_rag.errors import InputNotFoundError, InvalidTypeError, InvalidValueError, OutputExistsError
+from heal_rag.integrations._faiss import faiss_gpu_count, import_faiss, is_gpu_index, to_cpu_index
+from heal_rag.integrations._stores import index_embed_model, is_faiss_store, is_local_store, is_simple_store
 from heal_rag.integrations.embedding import HEALEmbedding
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,8 +44,6 @@ FORMAT = "heal-rag-index"
 FORMAT_VERSION = 1
 MANIFEST = "heal_index.json"
 STORAGE_DIR = "storage"
-HIERARCHY_DIR = "heal_hierarchy"
-_LOCAL_STORES = ("FaissVectorStore", "SimpleVectorStore")
 
 
 def corpus_fingerprint(index: VectorStoreIndex) -> str:
@@ -64,10 +65,9 @@ def vectors_fingerprint(index: VectorStoreIndex, chunk: int = 65_536) -> str | N
     vectors cannot be read back (remote stores, FAISS indexes without reconstruction).
     """
     store = index.vector_store
-    name = type(store).__name__
     nodes_dict = index.index_struct.nodes_dict
     digest = hashlib.sha256()
-    if name == "FaissVectorStore":
+    if is_faiss_store(store):
         client = store.client
         n = int(client.ntotal)
         try:
@@ -78,7 +78,7 @@ def vectors_fingerprint(index: VectorStoreIndex, chunk: int = 65_536) -> str | N
                     digest.update(row.tobytes())
         except RuntimeError:  # an index type without reconstruction (e.g. IVF without a direct map)
             return None
-    elif name == "SimpleVectorStore":
+    elif is_simple_store(store):
         embeddings = store.data.embedding_dict
         for node_id in sorted(embeddings):
             digest.update(f"{node_id}\x00".encode())
@@ -139,7 +139,7 @@ def _storage_error(storage: Path, store_name: str | None, error: BaseException) 
     if damaged is None:
         reason = str(error).splitlines()[0][:200] if str(error) else ""
         damaged = f"its files do not load ({type(error).__name__}: {reason})"
-    return ValueError(
+    return InvalidValueError(
         f"The saved index in {storage.parent} is damaged: {damaged}. Re-save the index (save_heal_index) or "
         "copy the whole folder again."
     )
@@ -171,18 +171,18 @@ def save_heal_index(
         >>> index, embed, hierarchy = load_heal_index("my_index")  # doctest: +SKIP
 
     """
-    embed = embed_model if embed_model is not None else index._embed_model
+    embed = embed_model if embed_model is not None else index_embed_model(index)
     if not isinstance(embed, HEALEmbedding):
-        raise TypeError(
+        raise InvalidTypeError(
             "save_heal_index needs the HEALEmbedding the index was built with (to record the model and its "
             f"weights fingerprint). Got {type(embed).__name__}; pass embed_model=HEALEmbedding(...)."
         )
-    index_embed = index._embed_model
+    index_embed = index_embed_model(index)
     if (
         isinstance(index_embed, HEALEmbedding)
         and index_embed.weights_fingerprint != embed.weights_fingerprint
     ):
-        raise ValueError(
+        raise InvalidValueError(
             "embed_model is not the model this index was built with (weights fingerprints differ). Pass the "
             "index's own embedding model, or re-index with this one."
         )
@@ -191,11 +191,11 @@ def save_heal_index(
     directory = Path(directory)
     if directory.exists() and any(directory.iterdir()):
         if not (directory / MANIFEST).exists():
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"{directory} exists and is not a saved HEAL index; choose an empty or new folder."
             )
         if not overwrite:
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"{directory} already holds a saved HEAL index; pass overwrite=True to replace it."
             )
     store = index.vector_store
@@ -203,7 +203,7 @@ def save_heal_index(
     tmp = make_temp_dir(directory)  # .NAME.tmp-XXXXXXXX; stale ones of a killed save are removed first
     try:
         gpu_index = None
-        if store_name == "FaissVectorStore" and "Gpu" in type(store.client).__name__:
+        if is_faiss_store(store) and is_gpu_index(store.client):
             # faiss writes CPU indexes only: persist a CPU copy, keep the GPU index in use
             gpu_index = store._faiss_index
             store._faiss_index = to_cpu_index(gpu_index)
@@ -212,7 +212,7 @@ def save_heal_index(
         finally:
             if gpu_index is not None:
                 store._faiss_index = gpu_index
-        if store_name not in _LOCAL_STORES:
+        if not is_local_store(store):
             logger.warning(
                 "%s keeps its vectors outside this folder; pass the same vector store to load_heal_index().",
                 store_name,
@@ -257,17 +257,17 @@ def save_heal_index(
 def _read_manifest(directory: Path) -> dict[str, Any]:
     path = directory / MANIFEST
     if not path.exists():
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"{directory} is not a saved HEAL index (no {MANIFEST}); save one with save_heal_index()."
         )
     try:
         manifest = loads_json(path.read_bytes().decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
-        raise ValueError(
+        raise InvalidValueError(
             f"{path} is damaged (not valid JSON: {str(error).splitlines()[0][:80]}); re-save the index."
         ) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a HEAL index manifest; re-save the index.")
+        raise InvalidValueError(f"{path} is not a HEAL index manifest; re-save the index.")
     model, corpus = manifest.get("model"), manifest.get("corpus")
     if not (
         isinstance(model, dict)
@@ -277,13 +277,13 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
         and isinstance(corpus, dict)
         and isinstance(corpus.get("fingerprint"), str)
     ):
-        raise ValueError(
+        raise InvalidValueError(
             f"{path} lacks part of its model or corpus record (reference, weights fingerprint, dimension, "
             "corpus fingerprint); re-save the index."
         )
     version = manifest.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ValueError(
+        raise InvalidValueError(
             f"{directory} was saved in HEAL index format {version!r}; this heal-rag reads up to "
             f"{FORMAT_VERSION}. "
             "Upgrade heal-rag."
@@ -335,13 +335,13 @@ def load_heal_index(
                 max_length=model.get("max_length"),
             )
         except (OSError, ValueError) as error:
-            raise FileNotFoundError(
+            raise InputNotFoundError(
                 f"The index in {directory} was built with the model expected at {expected}, which cannot be "
                 f"loaded ({str(error).splitlines()[0]}). Put the model there, or pass "
                 "embed_model=HEALEmbedding(<the same model>)."
             ) from error
     if embed_model.weights_fingerprint != model["weights_fingerprint"]:
-        raise ValueError(
+        raise InvalidValueError(
             f"The embedding model {embed_model.model_name!r} is not the model the index in {directory} "
             "was built "
             f"with (weights fingerprint {embed_model.weights_fingerprint[:12]}, recorded "
@@ -355,11 +355,11 @@ def load_heal_index(
 
         hierarchy = Hierarchy.load(directory / HIERARCHY_DIR)
     if recorded_h is not None and hierarchy is None:
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"{directory}/{HIERARCHY_DIR} is missing but the manifest records a hierarchy."
         )
     if hierarchy is not None and recorded_h is not None and hierarchy.fingerprint != recorded_h:
-        raise ValueError(
+        raise InvalidValueError(
             f"The hierarchy (fingerprint {hierarchy.fingerprint[:12]}) is not the one the index in "
             f"{directory} was "
             f"saved with (fingerprint {recorded_h[:12]}). Use the saved hierarchy, or rebuild and "
@@ -376,12 +376,12 @@ def load_heal_index(
 
                 vector_store = FaissVectorStore.from_persist_dir(str(storage))
             elif store_name != "SimpleVectorStore":
-                raise ValueError(
+                raise InvalidValueError(
                     f"The index in {directory} used a {store_name}, which keeps its vectors outside the "
                     "folder; pass vector_store=<the same store> to load_heal_index()."
                 )
             if not storage.is_dir():
-                raise FileNotFoundError(f"{storage} is missing")
+                raise InputNotFoundError(f"{storage} is missing")
         context = (
             StorageContext.from_defaults(persist_dir=str(storage))
             if vector_store is None
@@ -396,7 +396,7 @@ def load_heal_index(
         raise _storage_error(storage, store_name, error) from error
     recorded_c = manifest["corpus"]["fingerprint"]
     if corpus_fingerprint(index) != recorded_c:
-        raise ValueError(
+        raise InvalidValueError(
             f"The stored corpus in {storage} does not match the manifest (fingerprint "
             f"{corpus_fingerprint(index)[:12]}"
             f" vs {recorded_c[:12]}): the storage folder was replaced or edited. Re-save the index."
@@ -404,13 +404,13 @@ def load_heal_index(
     if store_name == "FaissVectorStore":
         ntotal = int(index.vector_store.client.ntotal)
         if ntotal != len(index.index_struct.nodes_dict):
-            raise ValueError(
+            raise InvalidValueError(
                 f"The FAISS index in {storage} holds {ntotal} vectors but the index store maps "
                 f"{len(index.index_struct.nodes_dict)}: the vector file belongs to another corpus. "
                 "Re-save the index."
             )
         if int(index.vector_store.client.d) != int(model["dimension"]):
-            raise ValueError(
+            raise InvalidValueError(
                 f"The FAISS index holds {index.vector_store.client.d}-dimensional vectors but the "
                 "model produces "
                 f"{model['dimension']}-dimensional ones."
@@ -425,7 +425,7 @@ def load_heal_index(
     elif recorded_v is not None:
         found_v = vectors_fingerprint(index)
         if found_v is not None and found_v != recorded_v:
-            raise ValueError(
+            raise InvalidValueError(
                 f"The stored vectors in {storage} are not the ones saved with this index (fingerprint "
                 f"{found_v[:12]} vs {recorded_v[:12]}): the vector store was replaced by one from another "
                 "save (other documents, another order or another model). Re-save the index."

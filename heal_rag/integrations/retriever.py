@@ -24,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,7 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.indices.vector_store.base import VectorStoreIndex
 from llama_index.core.indices.vector_store.retrievers import VectorIndexRetriever
-from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
+from llama_index.core.schema import NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import (
     FilterCondition,
     FilterOperator,
@@ -41,7 +42,28 @@ from llama_index.core.vector_stores.types import (
     MetadataFilters,
 )
 
+import heal_rag.hierarchy.routing as _routing
+from heal_rag._artifacts import HIERARCHY_DIR
+from heal_rag._node_metadata import (
+    AGREEMENT_KEY,
+    HIERARCHY_KEY,
+    MODE_KEY,
+    PATH_KEY,
+    SIMILARITY_KEY,
+    TOP_TERMS_KEY,
+    exclude_keys,
+    topic_key,
+    write_topic_path,
+)
+from heal_rag.errors import InputNotFoundError, InvalidTypeError, InvalidValueError
 from heal_rag.integrations._faiss import TopicPartitionedIndex, is_l2_index, to_cpu_index
+from heal_rag.integrations._metadata import NodePlacer, add_hierarchy_metadata
+from heal_rag.integrations._stores import (
+    corpus_size,
+    index_embed_model,
+    is_faiss_store,
+    store_dimension,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -50,204 +72,39 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
+__all__ = [
+    "AGREEMENT_KEY",
+    "DEFAULT_ALPHA",
+    "HIERARCHY_KEY",
+    "MODES",
+    "PATH_KEY",
+    "SIMILARITY_KEY",
+    "TOP_TERMS_KEY",
+    "HierarchicalRetriever",
+    "NodePlacer",
+    "add_hierarchy_metadata",
+    "resolve_hierarchy",
+    "topic_key",
+]
+
 MODES = ("flat", "rescore", "route")
 #: Default weight of the hierarchy agreement in rescore mode (see evals/bench_retriever_modes.py).
 DEFAULT_ALPHA = 0.05
-PATH_KEY = "heal_path"
-TOP_TERMS_KEY = "heal_top_terms"
-HIERARCHY_KEY = "heal_hierarchy"
-SIMILARITY_KEY = "heal_similarity"
-AGREEMENT_KEY = "heal_agreement"
+
+# The routing maths moved to heal_rag.hierarchy.routing (pure numpy, no LlamaIndex).
+_MOVED_TO_ROUTING = ("hierarchy_layout", "membership_lookup", "path_agreement", "route_topics")
 
 
-def topic_key(level: int) -> str:
-    """Metadata key holding a node's topic id at ``level``."""
-    return f"heal_topic_l{level}"
-
-
-# --------------------------------------------------------------------------------------------------------
-# hierarchy helpers (pure functions of arrays, shared with the scale benchmark)
-# --------------------------------------------------------------------------------------------------------
-def _topic_ids(topics: Sequence[Any]) -> list[int]:
-    return [int(getattr(t, "id", t)) for t in topics]
-
-
-def hierarchy_layout(hierarchy: Hierarchy) -> tuple[list[list[int]], dict[int, tuple[int, ...]]]:
-    """Topic ids per level (in ``memberships(level)`` column order) and the children of every topic."""
-    by_level = [_topic_ids(hierarchy.topics_at(level)) for level in range(hierarchy.n_levels)]
-    children = {
-        int(tid): tuple(int(c) for c in (topic.children or ())) for tid, topic in hierarchy.topics.items()
-    }
-    return by_level, children
-
-
-def route_topics(
-    memberships: Sequence[np.ndarray],
-    topics_by_level: Sequence[Sequence[int]],
-    children: Mapping[int, Sequence[int]],
-    breadth: int | Sequence[int],
-) -> list[set[int]]:
-    """Choose the topics a query is routed to, level by level, top-down.
-
-    Level 0: the ``breadth[0]`` topics with the largest membership. Level ``l``: among the children of the
-    topics chosen at level ``l - 1``, the ``breadth[l]`` with the largest membership; a chosen topic without
-    children (a leaf above the deepest level) stays chosen, as ragged trees repeat it at deeper levels.
-
-    Args:
-        memberships: per level, the query's memberships, array of shape (n_topics_at_level,) or (1, ...).
-        topics_by_level: per level, the topic ids in membership column order.
-        children: topic id -> child topic ids.
-        breadth: topics to keep per level (an int applies to every level).
-
-    Returns:
-        Per level, the set of chosen topic ids (those at the last level are the leaves to search).
-
-    """
-    n_levels = len(topics_by_level)
-    widths = [int(breadth)] * n_levels if np.isscalar(breadth) else [int(b) for b in breadth]
-    if len(widths) < n_levels:
-        widths += [widths[-1]] * (n_levels - len(widths))
-    chosen: list[set[int]] = []
-    for level in range(n_levels):
-        row = np.asarray(memberships[level], dtype=np.float64).reshape(-1)
-        score = dict(zip(topics_by_level[level], row.tolist(), strict=False))
-        if level == 0:
-            candidates = list(topics_by_level[0])
-            carried: set[int] = set()
-        else:
-            candidates, carried = [], set()
-            for parent in chosen[-1]:
-                kids = children.get(parent, ())
-                if kids:
-                    candidates.extend(kids)
-                else:
-                    carried.add(parent)
-        ranked = sorted(candidates, key=lambda t: -score.get(t, 0.0))
-        chosen.append(set(ranked[: max(1, widths[level])]) | carried)
-    return chosen
-
-
-def membership_lookup(
-    memberships: Sequence[np.ndarray], topics_by_level: Sequence[Sequence[int]]
-) -> dict[int, float]:
-    """Topic id -> the query's membership of it divided by its level's largest membership (in [0, 1])."""
-    lookup: dict[int, float] = {}
-    for level, topics in enumerate(topics_by_level):
-        row = np.asarray(memberships[level], dtype=np.float64).reshape(-1)
-        top = row.max() if row.size else 0.0
-        scaled = row / top if top > 0 else np.zeros_like(row)
-        lookup.update(zip((int(t) for t in topics), scaled.tolist(), strict=False))
-    return lookup
-
-
-def path_agreement(lookup: Mapping[int, float], paths: np.ndarray, level_weights: np.ndarray) -> np.ndarray:
-    """Weighted mean over levels of ``lookup[path[l]]``: array of shape (n_candidates,) in [0, 1]."""
-    paths = np.asarray(paths)
-    if paths.size == 0:
-        return np.zeros(len(paths))
-    values = np.vectorize(lambda t: lookup.get(int(t), 0.0), otypes=[float])(paths)
-    return values @ level_weights
-
-
-# --------------------------------------------------------------------------------------------------------
-# node metadata
-# --------------------------------------------------------------------------------------------------------
-def _exclude_keys(node: BaseNode, keys: Sequence[str]) -> None:
-    for attr in ("excluded_embed_metadata_keys", "excluded_llm_metadata_keys"):
-        excluded = list(getattr(node, attr))
-        excluded += [k for k in keys if k not in excluded]
-        setattr(node, attr, excluded)
-
-
-def _path_metadata(path: Sequence[int]) -> dict[str, Any]:
-    meta: dict[str, Any] = {PATH_KEY: "/".join(str(int(t)) for t in path)}
-    meta.update({topic_key(level): int(t) for level, t in enumerate(path)})
-    return meta
-
-
-def add_hierarchy_metadata(nodes: Sequence[BaseNode], hierarchy: Hierarchy) -> list[BaseNode]:
-    """Write each node's topic path into its metadata (in place) before indexing, for ``route`` filters.
-
-    Nodes whose id (or source document id) is one of ``hierarchy.doc_ids`` get their stored path; others are
-    placed with ``hierarchy.predict`` on their text. Keys: ``heal_path``, ``heal_topic_l{i}`` and
-    ``heal_hierarchy`` (the hierarchy's fingerprint), all excluded from the LLM and embedding text.
-
-    Returns:
-        The same nodes.
-
-    """
-    nodes = list(nodes)
-    paths = NodePlacer(hierarchy).paths(nodes, use_metadata=False)
-    for node, path in zip(nodes, paths, strict=False):
-        node.metadata.update(_path_metadata(path))
-        node.metadata[HIERARCHY_KEY] = hierarchy.fingerprint
-        _exclude_keys(node, [PATH_KEY, HIERARCHY_KEY, *(topic_key(i) for i in range(len(path)))])
-    return nodes
-
-
-class NodePlacer:
-    """Find the topic path of nodes: node metadata, then the hierarchy's documents, then prediction.
-
-    Predicted paths are cached by node id.
-    """
-
-    def __init__(self, hierarchy: Hierarchy) -> None:
-        self.hierarchy = hierarchy
-        self.n_levels = int(hierarchy.n_levels)
-        self.fingerprint = hierarchy.fingerprint
-        paths = np.asarray(hierarchy.paths, dtype=np.int64)
-        self._known = {str(doc_id): paths[i] for i, doc_id in enumerate(hierarchy.doc_ids)}
-        self._cache: dict[str, np.ndarray] = {}
-        self._lock = threading.Lock()
-        self.stale_metadata_seen = False
-
-    def _from_metadata(self, node: BaseNode) -> np.ndarray | None:
-        meta = node.metadata or {}
-        raw = meta.get(PATH_KEY)
-        if raw is None:
-            return None
-        written_by = meta.get(HIERARCHY_KEY)
-        if written_by is not None and written_by != self.fingerprint:
-            if not self.stale_metadata_seen:
-                logger.warning(
-                    "Some nodes carry heal_path metadata written with another hierarchy (fingerprint %s, "
-                    "expected %s); their paths are recomputed. Re-index with the current hierarchy.",
-                    str(written_by)[:12],
-                    self.fingerprint[:12],
-                )
-            self.stale_metadata_seen = True
-            return None
-        try:
-            path = np.asarray([int(t) for t in str(raw).split("/")], dtype=np.int64)
-        except ValueError:
-            return None
-        return path if len(path) == self.n_levels else None
-
-    def paths(self, nodes: Sequence[BaseNode], use_metadata: bool = True) -> np.ndarray:
-        """Array of shape (n_nodes, n_levels) of topic ids."""
-        out = np.zeros((len(nodes), self.n_levels), dtype=np.int64)
-        missing: list[int] = []
-        for i, node in enumerate(nodes):
-            path = self._from_metadata(node) if use_metadata else None
-            if path is None:
-                path = self._known.get(str(node.node_id))
-            if path is None and node.ref_doc_id is not None:
-                path = self._known.get(str(node.ref_doc_id))
-            if path is None:
-                with self._lock:
-                    path = self._cache.get(str(node.node_id))
-            if path is None:
-                missing.append(i)
-            else:
-                out[i] = path
-        if missing:
-            texts = [nodes[i].get_content(metadata_mode=MetadataMode.NONE) for i in missing]
-            predicted = np.asarray(self.hierarchy.predict(texts), dtype=np.int64).reshape(len(missing), -1)
-            with self._lock:
-                for i, path in zip(missing, predicted, strict=False):
-                    out[i] = path
-                    self._cache[str(nodes[i].node_id)] = path
-        return out
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_ROUTING:
+        warnings.warn(
+            f"heal_rag.integrations.retriever.{name} moved to heal_rag.hierarchy.routing.{name}; the old "
+            "import path will be removed in a future release.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(_routing, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -260,17 +117,17 @@ def resolve_hierarchy(hierarchy: Any) -> Hierarchy | None:
     if isinstance(hierarchy, (str, Path)):
         path = Path(hierarchy)
         if not path.exists():
-            raise FileNotFoundError(
+            raise InputNotFoundError(
                 f"hierarchy={str(path)!r} does not exist. Pass a Hierarchy object, a HEAL model directory "
                 "(with heal_hierarchy/ inside) or a folder written by Hierarchy.save()."
             )
-        from heal_rag.integrations.embedding import HIERARCHY_SUBDIR, load_directory_hierarchy
+        from heal_rag.integrations.embedding import load_directory_hierarchy
 
-        if (path / HIERARCHY_SUBDIR).is_dir():
+        if (path / HIERARCHY_DIR).is_dir():
             return load_directory_hierarchy(path)
         if (path / "modules.json").exists() or (path / "config.json").exists():
-            raise ValueError(
-                f"The model directory {str(path)!r} has no {HIERARCHY_SUBDIR}/ folder: it was fine-tuned "
+            raise InvalidValueError(
+                f"The model directory {str(path)!r} has no {HIERARCHY_DIR}/ folder: it was fine-tuned "
                 "without a hierarchy (or is a plain sentence-transformers model), so hierarchical "
                 "modes have no "
                 "topics to use. Use mode='flat', fine-tune with a hierarchy, or pass hierarchy=Hierarchy "
@@ -281,48 +138,11 @@ def resolve_hierarchy(hierarchy: Any) -> Hierarchy | None:
         return Hierarchy.load(path)
     for attribute in ("n_levels", "paths", "predict_memberships", "topics_at"):
         if not hasattr(hierarchy, attribute):
-            raise TypeError(
+            raise InvalidTypeError(
                 "The 'hierarchy' parameter of HierarchicalRetriever must be a Hierarchy, a HEAL model "
                 f"directory or None. Got {type(hierarchy).__name__} instead."
             )
     return hierarchy
-
-
-def _store_dimension(vector_store: Any) -> int | None:
-    """Vector dimension of a store, when it can be read cheaply (FAISS, simple, Qdrant)."""
-    try:
-        name = type(vector_store).__name__
-        if name == "FaissVectorStore":
-            return int(vector_store.client.d)
-        if name == "SimpleVectorStore":
-            embeddings = vector_store.data.embedding_dict
-            return len(next(iter(embeddings.values()))) if embeddings else None
-        if name == "QdrantVectorStore":
-            info = vector_store.client.get_collection(vector_store.collection_name)
-            vectors = info.config.params.vectors
-            if isinstance(vectors, dict):
-                vectors = next(iter(vectors.values()))
-            return int(vectors.size)
-    except Exception:  # best effort: a store we cannot inspect is checked at query time instead
-        return None
-    return None
-
-
-def _corpus_size(index: VectorStoreIndex) -> int | None:
-    """Return the number of vectors in the index, when known."""
-    store = index.vector_store
-    name = type(store).__name__
-    try:
-        if name == "FaissVectorStore":
-            return int(store.client.ntotal)
-        if name == "SimpleVectorStore":
-            return len(store.data.embedding_dict)
-        if name == "QdrantVectorStore":
-            return int(store.client.count(store.collection_name).count)
-    except Exception:
-        pass
-    nodes = index.index_struct.nodes_dict
-    return len(nodes) if nodes else None
 
 
 class HierarchicalRetriever(BaseRetriever):
@@ -372,26 +192,28 @@ class HierarchicalRetriever(BaseRetriever):
         verbose: bool = False,
     ) -> None:
         if not isinstance(index, VectorStoreIndex):
-            raise TypeError(
+            raise InvalidTypeError(
                 "The 'index' parameter of HierarchicalRetriever must be a llama_index VectorStoreIndex. "
                 f"Got {type(index).__name__} instead."
             )
         if mode not in MODES:
-            raise ValueError(
+            raise InvalidValueError(
                 f"The 'mode' parameter of HierarchicalRetriever must be one of {MODES}. Got {mode!r}."
             )
         if isinstance(similarity_top_k, bool) or not isinstance(similarity_top_k, (int, np.integer)):
-            raise TypeError(f"similarity_top_k must be an integer >= 1. Got {similarity_top_k!r} instead.")
+            raise InvalidTypeError(
+                f"similarity_top_k must be an integer >= 1. Got {similarity_top_k!r} instead."
+            )
         if similarity_top_k < 1:
-            raise ValueError(
+            raise InvalidValueError(
                 f"similarity_top_k must be >= 1 (the number of results to return). Got {similarity_top_k}."
             )
         if not np.isfinite(alpha) or alpha < 0:
-            raise ValueError(f"alpha must be a finite number >= 0. Got {alpha!r} instead.")
+            raise InvalidValueError(f"alpha must be a finite number >= 0. Got {alpha!r} instead.")
         if candidate_multiplier < 1 or route_overfetch < 1:
-            raise ValueError("candidate_multiplier and route_overfetch must be integers >= 1.")
+            raise InvalidValueError("candidate_multiplier and route_overfetch must be integers >= 1.")
         self._index = index
-        self._embed_model = embed_model or index._embed_model
+        self._embed_model = embed_model or index_embed_model(index)
         self._mode = mode
         self._top_k = int(similarity_top_k)
         self._alpha = float(alpha)
@@ -404,7 +226,7 @@ class HierarchicalRetriever(BaseRetriever):
         if self._hierarchy is None:
             self._hierarchy = getattr(self._embed_model, "hierarchy", None)
         if self._hierarchy is None and mode != "flat":
-            raise ValueError(
+            raise InvalidValueError(
                 f"mode={mode!r} needs a topic hierarchy, but none was given and the embedding model "
                 f"({type(self._embed_model).__name__} "
                 f"{getattr(self._embed_model, 'model_name', '')!r}) has none "
@@ -415,18 +237,18 @@ class HierarchicalRetriever(BaseRetriever):
 
         if self._hierarchy is not None:
             n_levels = int(self._hierarchy.n_levels)
-            self._layout = hierarchy_layout(self._hierarchy)
+            self._layout = _routing.hierarchy_layout(self._hierarchy)
             self._placer = NodePlacer(self._hierarchy)
             weights = np.ones(n_levels) if level_weights is None else np.asarray(level_weights, dtype=float)
             if weights.shape != (n_levels,) or (weights < 0).any() or weights.sum() <= 0:
-                raise ValueError(
+                raise InvalidValueError(
                     f"level_weights must be {n_levels} non-negative numbers (one per hierarchy level) with a "
                     f"positive sum. Got {level_weights!r} instead."
                 )
             self._level_weights = weights / weights.sum()
             breadth = [int(route_breadth)] * n_levels if np.isscalar(route_breadth) else list(route_breadth)
             if len(breadth) != n_levels or min(breadth) < 1:
-                raise ValueError(
+                raise InvalidValueError(
                     f"route_breadth must be an integer >= 1 or {n_levels} of them (one per level). "
                     f"Got {route_breadth!r} instead."
                 )
@@ -462,19 +284,19 @@ class HierarchicalRetriever(BaseRetriever):
 
     # --- checks -----------------------------------------------------------------------------------------
     def _check_embedding_matches_index(self) -> None:
-        index_embed = self._index._embed_model
+        index_embed = index_embed_model(self._index)
         a = getattr(index_embed, "weights_fingerprint", None)
         b = getattr(self._embed_model, "weights_fingerprint", None)
         if a and b and a != b:
-            raise ValueError(
+            raise InvalidValueError(
                 "The query embedding model differs from the one the index was built with (weights "
                 f"fingerprint {b[:12]} vs {a[:12]}): queries and documents would live in different spaces. "
                 "Re-index the documents with this model, or retrieve with the index's own embed_model."
             )
-        dim_store = _store_dimension(self._index.vector_store)
+        dim_store = store_dimension(self._index.vector_store)
         dim_model = getattr(self._embed_model, "dimension", None)
         if dim_store is not None and isinstance(dim_model, int) and dim_store != dim_model:
-            raise ValueError(
+            raise InvalidValueError(
                 f"The index holds {dim_store}-dimensional vectors but the embedding model produces "
                 f"{dim_model}-dimensional ones: the index was built with another embedding model. "
                 "Re-index the "
@@ -482,7 +304,7 @@ class HierarchicalRetriever(BaseRetriever):
             )
 
     def _effective_top_k(self) -> int:
-        size = _corpus_size(self._index)
+        size = corpus_size(self._index)
         if size is not None and self._top_k > size:
             if not self._warned_clamp:
                 logger.warning(
@@ -502,12 +324,12 @@ class HierarchicalRetriever(BaseRetriever):
         else:
             strings = [s for s in query_bundle.embedding_strs if s and s.strip()]
             if not strings:
-                raise ValueError("The query is empty: pass a non-empty question to retrieve().")
+                raise InvalidValueError("The query is empty: pass a non-empty question to retrieve().")
             embedding = self._embed_model.get_agg_embedding_from_queries(strings)
         if not self._dimension_checked:
-            dim_store = _store_dimension(self._index.vector_store)
+            dim_store = store_dimension(self._index.vector_store)
             if dim_store is not None and dim_store != len(embedding):
-                raise ValueError(
+                raise InvalidValueError(
                     f"The query embedding has {len(embedding)} dimensions but the index holds {dim_store}-"
                     "dimensional vectors: the index was built with another embedding model. Re-index with "
                     "this model or query with the index's own model."
@@ -524,7 +346,7 @@ class HierarchicalRetriever(BaseRetriever):
         )
         hits = retriever.retrieve(QueryBundle(query_str=query_str, embedding=embedding))
         store = self._index.vector_store
-        if type(store).__name__ == "FaissVectorStore" and is_l2_index(store.client):
+        if is_faiss_store(store) and is_l2_index(store.client):
             # FAISS L2 indexes report squared distances; on unit vectors cosine = 1 - d / 2 (higher = better)
             for hit in hits:
                 hit.score = 1.0 - float(hit.score) / 2.0
@@ -558,7 +380,7 @@ class HierarchicalRetriever(BaseRetriever):
     # --- retrieval --------------------------------------------------------------------------------------
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         if not (query_bundle.query_str or "").strip() and query_bundle.embedding is None:
-            raise ValueError("The query is empty: pass a non-empty question to retrieve().")
+            raise InvalidValueError("The query is empty: pass a non-empty question to retrieve().")
         embedding = self._query_embedding(query_bundle)
         k = self._effective_top_k()
         if k == 0:
@@ -597,15 +419,15 @@ class HierarchicalRetriever(BaseRetriever):
         return await asyncio.to_thread(self._retrieve, query_bundle)
 
     def _rescore(self, embedding, k, query_str, memberships) -> list[NodeWithScore]:
-        size = _corpus_size(self._index)
+        size = corpus_size(self._index)
         fetch = k * self._candidate_multiplier
         fetch = min(fetch, size) if size is not None else fetch
         hits = self._store_search(embedding, fetch, query_str)
         if not hits:
             return []
-        lookup = membership_lookup(memberships, self._layout[0])
+        lookup = _routing.membership_lookup(memberships, self._layout[0])
         paths = self._placer.paths([h.node for h in hits])
-        agreement = path_agreement(lookup, paths, self._level_weights)
+        agreement = _routing.path_agreement(lookup, paths, self._level_weights)
         similarity = np.asarray([float(h.score or 0.0) for h in hits])
         combined = similarity + self._alpha * agreement
         order = np.argsort(-combined, kind="stable")[:k]
@@ -621,10 +443,10 @@ class HierarchicalRetriever(BaseRetriever):
         return out
 
     def _route(self, embedding, k, query_str, memberships) -> list[NodeWithScore]:
-        allowed = route_topics(memberships, self._layout[0], self._layout[1], self._route_breadth)
+        allowed = _routing.route_topics(memberships, self._layout[0], self._layout[1], self._route_breadth)
         leaves = allowed[-1]
         store = self._index.vector_store
-        is_faiss = type(store).__name__ == "FaissVectorStore"
+        is_faiss = is_faiss_store(store)
         if is_faiss and self._use_partitioned and self._index.index_struct.nodes_dict:
             partitioned = self._partitioned_index()
             query = np.asarray(embedding, dtype=np.float32)[None, :]
@@ -658,7 +480,7 @@ class HierarchicalRetriever(BaseRetriever):
                 self._filters_supported = False
                 return self._route(embedding, k, query_str, memberships)
         else:
-            size = _corpus_size(self._index)
+            size = corpus_size(self._index)
             fetch = k * self._route_overfetch
             fetch = min(fetch, size) if size is not None else fetch
             candidates = self._store_search(embedding, fetch, query_str)
@@ -687,17 +509,14 @@ class HierarchicalRetriever(BaseRetriever):
         paths = self._placer.paths([h.node for h in hits])
         out = []
         for hit, path in zip(hits, paths, strict=False):
-            node = hit.node.model_copy(deep=False)
+            node = hit.node.model_copy(deep=False)  # never mutate nodes owned by a docstore
             node.metadata = dict(hit.node.metadata)
-            node.metadata.update(_path_metadata(path))
-            node.metadata[TOP_TERMS_KEY] = self._top_terms(path)
-            node.metadata[HIERARCHY_KEY] = self._placer.fingerprint
-            node.metadata["heal_mode"] = self._mode
-            keys = [PATH_KEY, TOP_TERMS_KEY, HIERARCHY_KEY, "heal_mode", SIMILARITY_KEY, AGREEMENT_KEY]
-            keys += [topic_key(i) for i in range(len(path))]
             node.excluded_embed_metadata_keys = list(hit.node.excluded_embed_metadata_keys)
             node.excluded_llm_metadata_keys = list(hit.node.excluded_llm_metadata_keys)
-            _exclude_keys(node, keys)
+            write_topic_path(node, path, fingerprint=self._placer.fingerprint)
+            node.metadata[TOP_TERMS_KEY] = self._top_terms(path)
+            node.metadata[MODE_KEY] = self._mode
+            exclude_keys(node, [TOP_TERMS_KEY, MODE_KEY, SIMILARITY_KEY, AGREEMENT_KEY])
             out.append(NodeWithScore(node=node, score=hit.score))
         return out
 

@@ -3,9 +3,9 @@
 Importing this package imports torch (through the loss); ``heal_rag`` itself stays light (lazy exports).
 """
 
+from heal_rag.model_dir import HEALModelDir, is_heal_model_dir, load_model_dir
 from heal_rag.training.engine import HEALFinetuneEngine
 from heal_rag.training.loss import HEALLoss, heal_loss
-from heal_rag.training.model_dir import HEALModelDir, is_heal_model_dir, load_model_dir
 from heal_rag.training.queries import (
     DEFAULT_QUERY_PROMPT,
     LLMQueryGenerator,

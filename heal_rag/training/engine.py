@@ -4,7 +4,7 @@ The engine is plumbing, no maths: it builds (or takes) the topic hierarchy, writ
 metadata, turns training queries into labelled (query, document) pairs, and trains with
 sentence-transformers' own ``SentenceTransformerTrainer`` (so CPU, one GPU and several GPUs through
 ``torchrun`` / ``accelerate launch`` work as they do there), then saves a HEAL model directory
-(:mod:`heal_rag.training.model_dir`).
+(:mod:`heal_rag.model_dir`).
 
 Its interface is the one users know from llama-index-finetuning (``finetune()``, ``get_finetuned_model()``),
 without depending on that package.
@@ -12,6 +12,8 @@ without depending on that package.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import math
 import os
@@ -19,6 +21,7 @@ import platform
 import shutil
 import tempfile
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -27,8 +30,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from heal_rag._loss_options import check_contrast, check_hard_negatives
 from heal_rag._models import load_sentence_transformer, resolve_model_name
+from heal_rag._node_metadata import write_topic_path
+from heal_rag._progress import show_progress as resolve_show_progress
 from heal_rag._version import __version__
-from heal_rag.training.model_dir import check_output_dir, save_model_dir
+from heal_rag.errors import InvalidTypeError, InvalidValueError, NotFittedError
+from heal_rag.model_dir import check_output_dir, save_model_dir
 from heal_rag.training.queries import (
     TrainingPair,
     doc_fields,
@@ -46,13 +52,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from heal_rag.datasets import RetrievalDataset
     from heal_rag.hierarchy import Hierarchy
+    from heal_rag.integrations.embedding import HEALEmbedding
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["HEALFinetuneEngine", "HEAL_METADATA_PREFIX"]
 
 HEAL_METADATA_PREFIX = "heal_"
-_PATH_KEY = "heal_path"
 _MAX_SHOWN = 5
 
 
@@ -67,7 +73,9 @@ def _check_device(device: str | None) -> str | None:
     if device is None:
         return None
     if not isinstance(device, str) or not device:
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N', 'mps' or None. Got {device!r} instead.")
+        raise InvalidValueError(
+            f"device must be 'cpu', 'cuda', 'cuda:N', 'mps' or None. Got {device!r} instead."
+        )
     import torch
 
     kind = device.split(":")[0]
@@ -75,21 +83,23 @@ def _check_device(device: str | None) -> str | None:
         return device
     if kind == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(
+            raise InvalidValueError(
                 f"device={device!r} was asked for but CUDA is not available (torch {torch.__version__}, "
                 f"cuda build: {torch.version.cuda or 'none'}). Install a CUDA build of torch, or use "
                 "device='cpu'."
             )
         if ":" in device and int(device.split(":")[1]) >= torch.cuda.device_count():
-            raise ValueError(
+            raise InvalidValueError(
                 f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible."
             )
         return device
     if kind == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise ValueError("device='mps' was asked for but Apple MPS is not available; use device='cpu'.")
+            raise InvalidValueError(
+                "device='mps' was asked for but Apple MPS is not available; use device='cpu'."
+            )
         return device
-    raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N', 'mps' or None. Got {device!r} instead.")
+    raise InvalidValueError(f"device must be 'cpu', 'cuda', 'cuda:N', 'mps' or None. Got {device!r} instead.")
 
 
 def _versions() -> dict[str, str]:
@@ -166,10 +176,15 @@ class HEALFinetuneEngine:
         sampler_kwargs: extra arguments of the HEAL batch sampler.
         mixed_precision: ``None`` (float32), ``"fp16"`` or ``"bf16"`` (GPU).
         checkpoint_dir: save trainer checkpoints there each epoch; ``None`` (default) saves none.
-        show_progress: progress bars (``TQDM_DISABLE=1`` also hides them).
+        show_progress: progress bars; ``None`` (default) shows them when the ``heal_rag`` logger is
+            enabled for INFO (``TQDM_DISABLE=1`` always hides them).
 
     Attributes (after :meth:`finetune`):
         hierarchy_: the hierarchy used (``None`` in flat mode).
+        documents_: the documents trained on; with a hierarchy, copies whose metadata holds their topic
+            path (``heal_path``, ``heal_topic_l{i}``, ``heal_hierarchy``). The documents passed in are never
+            changed: to write the paths onto your own nodes, call
+            ``heal_rag.integrations.add_hierarchy_metadata(nodes, engine.hierarchy_)``.
         training_pairs_: the pairs trained on.
         metrics_: training metrics (also in ``heal_config.json``).
         model_dir_: the saved directory.
@@ -218,7 +233,7 @@ class HEALFinetuneEngine:
         sampler_kwargs: Mapping[str, Any] | None = None,
         mixed_precision: Literal["fp16", "bf16"] | None = None,
         checkpoint_dir: str | os.PathLike[str] | None = None,
-        show_progress: bool = True,
+        show_progress: bool | None = None,
     ) -> None:
         if hasattr(documents, "corpus") and hasattr(documents, "qrels"):  # a RetrievalDataset
             documents = list(documents.corpus.values())
@@ -256,32 +271,34 @@ class HEALFinetuneEngine:
             self._check_known_documents(referenced)
         self.eval_queries = eval_queries
         if on_eval_overlap not in {"drop", "raise"}:
-            raise ValueError(f"on_eval_overlap must be 'drop' or 'raise'; got {on_eval_overlap!r}.")
+            raise InvalidValueError(f"on_eval_overlap must be 'drop' or 'raise'; got {on_eval_overlap!r}.")
         self.on_eval_overlap = on_eval_overlap
         for name, value, low in (("epochs", epochs, 1), ("max_seq_length", max_seq_length, 8)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(
+                raise InvalidValueError(
                     f"The '{name}' parameter must be an integer >= {low}. Got {value!r} instead."
                 )
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 2:
-            raise ValueError(
+            raise InvalidValueError(
                 f"The 'batch_size' parameter must be an integer >= 2 (in-batch negatives need at least two "
                 f"pairs per batch). Got {batch_size!r} instead."
             )
         if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
-            raise ValueError(
+            raise InvalidValueError(
                 f"The 'max_steps' parameter must be a positive integer or None. Got {max_steps!r}."
             )
         if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < 1):
-            raise ValueError(
+            raise InvalidValueError(
                 f"The 'learning_rate' parameter must be in (0, 1). Got {learning_rate!r} instead."
             )
         if not (isinstance(warmup_ratio, (int, float)) and 0 <= warmup_ratio < 1):
-            raise ValueError(f"The 'warmup_ratio' parameter must be in [0, 1). Got {warmup_ratio!r} instead.")
+            raise InvalidValueError(
+                f"The 'warmup_ratio' parameter must be in [0, 1). Got {warmup_ratio!r} instead."
+            )
         if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"The 'temperature' parameter must be > 0. Got {temperature!r} instead.")
+            raise InvalidValueError(f"The 'temperature' parameter must be > 0. Got {temperature!r} instead.")
         if mixed_precision not in (None, "fp16", "bf16"):
-            raise ValueError(
+            raise InvalidValueError(
                 f"mixed_precision must be None, 'fp16' or 'bf16'. Got {mixed_precision!r} instead."
             )
         self.epochs = epochs
@@ -293,7 +310,7 @@ class HEALFinetuneEngine:
         self.contrast = contrast
         check_hard_negatives(hard_negatives)
         if hard_negatives == "tree" and not self.use_hierarchy:
-            raise ValueError(
+            raise InvalidValueError(
                 "hard_negatives='tree' draws negatives from the topic hierarchy, so it needs "
                 "use_hierarchy=True (for the flat loss with tree negatives, give level_weights with 0 for "
                 "every topic level)."
@@ -301,19 +318,21 @@ class HEALFinetuneEngine:
         self.hard_negatives = hard_negatives
         self.hard_negative_kwargs = dict(hard_negative_kwargs or {})
         if dev_set is not None and not (hasattr(dev_set, "qrels") and hasattr(dev_set, "corpus")):
-            raise TypeError(
+            raise InvalidTypeError(
                 "dev_set must be a RetrievalDataset split (queries, qrels, corpus). Got "
                 f"{type(dev_set).__name__}."
             )
         if dev_set is not None and not dev_set.qrels:
-            raise ValueError("dev_set has no qrels: load a split with judgments to evaluate on.")
+            raise InvalidValueError("dev_set has no qrels: load a split with judgments to evaluate on.")
         self.dev_set = dev_set
         self.level_weights = (
             level_weights if isinstance(level_weights, str) else [float(w) for w in level_weights]
         )
         self.use_document_level = bool(use_document_level)
         if not self.use_hierarchy and not self.use_document_level:
-            raise ValueError("use_hierarchy=False and use_document_level=False leave no level to train on.")
+            raise InvalidValueError(
+                "use_hierarchy=False and use_document_level=False leave no level to train on."
+            )
         self.max_steps = max_steps
         self.max_seq_length = max_seq_length
         self.seed = int(seed)
@@ -326,6 +345,7 @@ class HEALFinetuneEngine:
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.show_progress = show_progress
         self.hierarchy_: Hierarchy | None = None
+        self.documents_: list[Any] | None = None
         self.training_pairs_: list[TrainingPair] | None = None
         self.metrics_: dict[str, Any] | None = None
         self.model_dir_: Path | None = None
@@ -334,25 +354,25 @@ class HEALFinetuneEngine:
     # -- alternative constructors ------------------------------------------------------------------------
     @classmethod
     def from_nodes(cls, nodes: Sequence[Any], **kwargs: Any) -> HEALFinetuneEngine:
-        """Build from LlamaIndex nodes (or heal-rag Documents); their metadata receives the topic paths."""
+        """Build from LlamaIndex nodes (or heal-rag Documents); they are read, never changed."""
         return cls(nodes, **kwargs)
 
     @classmethod
     def from_index(cls, index: Any, **kwargs: Any) -> HEALFinetuneEngine:
         """Build from a LlamaIndex index: its nodes are read from the index's docstore.
 
-        The nodes' metadata receives the topic paths; persist the docstore afterwards to keep them.
+        The index and its nodes are left unchanged (see ``documents_`` for the nodes with their topic paths).
         """
         docstore = getattr(index, "docstore", None)
         docs = getattr(docstore, "docs", None)
         if docs is None:
-            raise ValueError(
+            raise InvalidValueError(
                 f"{type(index).__name__} has no docstore with nodes. Build the index with its nodes stored "
                 "(the default for VectorStoreIndex), or pass the nodes to HEALFinetuneEngine.from_nodes()."
             )
         nodes = list(docs.values())
         if not nodes:
-            raise ValueError("The index's docstore holds no nodes: nothing to fine-tune on.")
+            raise InvalidValueError("The index's docstore holds no nodes: nothing to fine-tune on.")
         return cls(nodes, **kwargs)
 
     @classmethod
@@ -382,7 +402,7 @@ class HEALFinetuneEngine:
         else:
             dataset = load_beir(folder, split=train_split)
             if "queries" in kwargs:
-                raise ValueError("Pass either train_split or queries to from_beir(), not both.")
+                raise InvalidValueError("Pass either train_split or queries to from_beir(), not both.")
             kwargs["queries"] = dataset
         if eval_split and eval_split != train_split and eval_split in available_splits(folder):
             if kwargs.get("eval_queries") is None:
@@ -393,24 +413,24 @@ class HEALFinetuneEngine:
     @staticmethod
     def _check_documents(documents: list[Any]) -> list[tuple[str, str, str]]:
         if not documents:
-            raise ValueError("The corpus is empty: HEALFinetuneEngine needs documents to train on.")
+            raise InvalidValueError("The corpus is empty: HEALFinetuneEngine needs documents to train on.")
         try:
             records = [doc_fields(d) for d in documents]
         except TypeError as error:
-            raise ValueError(f"Cannot read the corpus: {error}") from error
+            raise InvalidValueError(f"Cannot read the corpus: {error}") from error
         ids = [r[0] for r in records]
         if len(set(ids)) != len(ids):
             dupes = [i for i, n in Counter(ids).items() if n > 1]
-            raise ValueError(f"Document ids must be unique; duplicated: {_preview(dupes)}.")
+            raise InvalidValueError(f"Document ids must be unique; duplicated: {_preview(dupes)}.")
         empty = [doc_id for doc_id, title, body in records if not full_text(title, body).strip()]
         if len(empty) == len(records):
-            raise ValueError(
+            raise InvalidValueError(
                 f"None of the {len(records)} documents has any text (title or body): there is nothing to "
                 "train "
                 "on. Check the corpus file's 'text' field."
             )
         if len(records) - len(empty) < 2:
-            raise ValueError(
+            raise InvalidValueError(
                 f"Only {len(records) - len(empty)} of {len(records)} documents have text (empty: "
                 f"{_preview(empty)}); contrastive training needs at least two. Check the corpus' text field."
             )
@@ -427,7 +447,7 @@ class HEALFinetuneEngine:
         if hierarchy is None or isinstance(hierarchy, Mapping):
             return
         if not all(hasattr(hierarchy, a) for a in ("doc_ids", "paths", "n_levels")):
-            raise TypeError(
+            raise InvalidTypeError(
                 "hierarchy must be a fitted heal_rag Hierarchy, a dict of HNMFk parameters or None. Got "
                 f"{type(hierarchy).__name__} instead."
             )
@@ -440,7 +460,7 @@ class HEALFinetuneEngine:
         if len(tree_ids) != len(corpus_ids) or set(tree_ids) != set(corpus_ids):
             missing = [i for i in corpus_ids if i not in set(tree_ids)]
             extra = [i for i in tree_ids if i not in set(corpus_ids)]
-            raise ValueError(
+            raise InvalidValueError(
                 f"The hierarchy does not match the corpus: it covers {len(tree_ids)} documents, the corpus "
                 "has "
                 f"{len(corpus_ids)}; corpus ids not in the hierarchy: {_preview(missing) or 'none'}; "
@@ -453,7 +473,7 @@ class HEALFinetuneEngine:
         known = {r[0] for r in self._records} | set(self.empty_document_ids_)
         unknown = sorted({d for d in doc_ids if d not in known})
         if unknown:
-            raise ValueError(
+            raise InvalidValueError(
                 f"{sum(d not in known for d in doc_ids)} training pairs point to {len(unknown)} "
                 "document(s) that "
                 f"are not in the corpus ({_preview(unknown)}). Check that the queries belong to this corpus."
@@ -466,7 +486,7 @@ class HEALFinetuneEngine:
                 return
             if queries.endswith(".json"):
                 return
-            raise ValueError(
+            raise InvalidValueError(
                 "queries must be 'pseudo', a LlamaIndex LLM, a list of TrainingPair, a RetrievalDataset "
                 "split "
                 f"or the path of an EmbeddingQAFinetuneDataset JSON. Got the string {queries!r}."
@@ -477,7 +497,7 @@ class HEALFinetuneEngine:
             return
         if hasattr(queries, "queries") and hasattr(queries, "qrels"):
             if not queries.qrels:
-                raise ValueError(
+                raise InvalidValueError(
                     "The dataset given as queries has no qrels (loaded with split=None?); load a split "
                     "that has "
                     "judgments, e.g. load_beir(folder, split='train')."
@@ -485,9 +505,9 @@ class HEALFinetuneEngine:
             return
         if isinstance(queries, Sequence) and all(isinstance(p, TrainingPair) for p in queries):
             if not queries:
-                raise ValueError("queries is an empty list: give at least one TrainingPair.")
+                raise InvalidValueError("queries is an empty list: give at least one TrainingPair.")
             return
-        raise TypeError(
+        raise InvalidTypeError(
             "queries must be 'pseudo', a LlamaIndex LLM, a list of TrainingPair, a RetrievalDataset split "
             "or an "
             f"EmbeddingQAFinetuneDataset JSON path. Got {type(queries).__name__} instead."
@@ -501,17 +521,20 @@ class HEALFinetuneEngine:
 
         params = dict(self.hierarchy or {})
         params.setdefault("random_state", self.seed)
-        params.setdefault("progress", self.show_progress)
+        params.setdefault("show_progress", self._show_progress())
         texts = [full_text(title, body) for _, title, body in self._records]
         ids = [r[0] for r in self._records]
         logger.info("Building the topic hierarchy with HNMFk(%s) on %d documents.", params, len(texts))
         try:
             estimator = HNMFk(**params)
         except TypeError as error:
-            raise ValueError(f"Invalid HNMFk parameters in hierarchy={params!r}: {error}") from error
+            raise InvalidValueError(f"Invalid HNMFk parameters in hierarchy={params!r}: {error}") from error
         hierarchy = estimator.fit(texts, doc_ids=ids).hierarchy_
         self._check_hierarchy_matches(hierarchy)
         return hierarchy
+
+    def _show_progress(self) -> bool:
+        return resolve_show_progress(self.show_progress)
 
     @staticmethod
     def _warn_if_degenerate(hierarchy: Hierarchy) -> None:
@@ -522,26 +545,23 @@ class HEALFinetuneEngine:
                 "adds nothing over the flat loss. Lower min_topic_size / k_range, or give more documents."
             )
 
-    def _write_metadata(self, hierarchy: Hierarchy) -> None:
-        """Write each node's topic path into its metadata, hidden from the embedding and LLM text."""
+    def _annotated_documents(self, hierarchy: Hierarchy) -> list[Any]:
+        """Return copies of the documents with their topic path in metadata (hidden from embedding, LLM).
+
+        The caller's objects are never changed: documents with a metadata dict are copied first (their
+        metadata dict and excluded-key lists too); others (tuples, mappings) have nowhere to keep a path and
+        are returned as they are.
+        """
         row_of = {str(doc_id): row for row, doc_id in enumerate(hierarchy.doc_ids)}
-        keys = [_PATH_KEY] + [f"heal_topic_l{level}" for level in range(hierarchy.n_levels)]
+        out = []
         for document, (doc_id, _, _) in zip(self.documents, self._records, strict=True):
-            metadata = getattr(document, "metadata", None)
-            if not isinstance(metadata, dict):
-                continue  # tuples / mappings have nowhere to keep it
-            path = [int(t) for t in hierarchy.paths[row_of[doc_id]]]
-            for key in list(metadata):
-                if key.startswith("heal_topic_l"):
-                    del metadata[key]  # a deeper, older hierarchy could have left more levels behind
-            metadata[_PATH_KEY] = "/".join(str(t) for t in path)
-            for level, topic in enumerate(path):
-                metadata[f"heal_topic_l{level}"] = topic
-            for attr in ("excluded_embed_metadata_keys", "excluded_llm_metadata_keys"):
-                excluded = getattr(document, attr, None)
-                if isinstance(excluded, list):
-                    excluded[:] = [k for k in excluded if not k.startswith("heal_topic_l")]
-                    excluded.extend(k for k in keys if k not in excluded)
+            if not isinstance(getattr(document, "metadata", None), dict):
+                out.append(document)
+                continue
+            annotated = _copy_with_own_metadata(document)
+            write_topic_path(annotated, hierarchy.paths[row_of[doc_id]], fingerprint=hierarchy.fingerprint)
+            out.append(annotated)
+        return out
 
     def _make_pairs(self) -> tuple[list[TrainingPair], dict[str, Any]]:
         queries = self.queries
@@ -553,7 +573,7 @@ class HEALFinetuneEngine:
             pairs = pairs_from_qa_json(queries)
             info["queries"] = f"EmbeddingQAFinetuneDataset JSON {os.fspath(queries)}"
         elif callable(getattr(queries, "complete", None)):
-            kwargs = {"show_progress": self.show_progress, **self.llm_kwargs}
+            kwargs = {"show_progress": self._show_progress(), **self.llm_kwargs}
             pairs = generate_llm_queries(self.documents, queries, cache_path=self.query_cache_path, **kwargs)
             metadata = getattr(queries, "metadata", None)
             info["queries"] = f"llm ({type(queries).__name__} {getattr(metadata, 'model_name', '')})".strip()
@@ -574,7 +594,7 @@ class HEALFinetuneEngine:
             pairs = kept
         empty = sum(1 for p in pairs if not p.query.strip())
         if empty:
-            raise ValueError(f"{empty} training pairs have an empty query; remove them.")
+            raise InvalidValueError(f"{empty} training pairs have an empty query; remove them.")
         dropped = 0
         if self.eval_queries is not None:
             eval_queries = self.eval_queries
@@ -587,7 +607,7 @@ class HEALFinetuneEngine:
                 pairs, self.dev_set.queries, on_overlap=self.on_eval_overlap
             )
         if len(pairs) < 2:
-            raise ValueError(
+            raise InvalidValueError(
                 f"Only {len(pairs)} training pair(s) are left; contrastive training needs at least two. Give "
                 "more queries or more documents."
             )
@@ -645,7 +665,7 @@ class HEALFinetuneEngine:
             model_name=resolve_model_name(self.base_model),
             max_seq_length=self.max_seq_length,
             device=self.device,
-            show_progress=self.show_progress,
+            show_progress=self._show_progress(),
             mining_kwargs=self.hard_negative_kwargs,
         )
 
@@ -666,7 +686,7 @@ class HEALFinetuneEngine:
             accuracy_at_k=[1],
             precision_recall_at_k=[100],
             map_at_k=[100],
-            show_progress_bar=self.show_progress,
+            show_progress_bar=self._show_progress(),
         )
 
     # -- public API --------------------------------------------------------------------------------------
@@ -696,7 +716,9 @@ class HEALFinetuneEngine:
             hierarchy = self._build_hierarchy()
             hierarchy_seconds = time.perf_counter() - start
             self._warn_if_degenerate(hierarchy)
-            self._write_metadata(hierarchy)
+            self.documents_ = self._annotated_documents(hierarchy)
+        else:
+            self.documents_ = list(self.documents)
         pairs, info = self._make_pairs()
         labels = self._label_rows(pairs, hierarchy)
         texts = [embed_text(d) for d in self.documents]  # what each document is trained as, once
@@ -730,7 +752,7 @@ class HEALFinetuneEngine:
             )
             steps_per_epoch = max(1, len(probe))
         except ValueError as error:
-            raise ValueError(f"The batch sampler refuses this configuration: {error}") from error
+            raise InvalidValueError(f"The batch sampler refuses this configuration: {error}") from error
         total_steps = self.max_steps or self.epochs * steps_per_epoch
 
         model_name = resolve_model_name(self.base_model)
@@ -772,8 +794,7 @@ class HEALFinetuneEngine:
             save_only_model=evaluator is not None and not keep_trainer_dir,
             report_to="none",
             logging_steps=max(1, total_steps // 50),
-            disable_tqdm=not self.show_progress
-            or os.environ.get("TQDM_DISABLE", "") in {"1", "true", "True"},
+            disable_tqdm=not self._show_progress(),
             use_cpu=self.device == "cpu",
             fp16=self.mixed_precision == "fp16",
             bf16=self.mixed_precision == "bf16",
@@ -892,34 +913,57 @@ class HEALFinetuneEngine:
         else:
             self.model_dir_ = self.output_dir
 
-    def get_finetuned_model(self, **kwargs: Any) -> Any:
+    def get_finetuned_model(self, **kwargs: Any) -> HEALEmbedding:
         """Return the fine-tuned model for LlamaIndex.
 
         Returns:
             A :class:`heal_rag.integrations.HEALEmbedding` loaded from the saved directory (keyword
-            arguments are passed to ``HEALEmbedding.from_pretrained``). If the LlamaIndex integration
-            cannot be imported, the saved directory's path as a string (load it with
-            :func:`~heal_rag.training.load_model_dir` or ``SentenceTransformer(path)``).
+            arguments are passed to ``HEALEmbedding.from_pretrained``). The directory itself is
+            :attr:`model_dir_`.
 
         Raises:
-            RuntimeError: before :meth:`finetune` has run.
+            NotFittedError: before :meth:`finetune` has run.
+
+        Deprecated:
+            When the LlamaIndex integration cannot be imported this still returns the directory's path as a
+            string, with a ``DeprecationWarning``; a future release raises the ImportError instead. Use
+            :attr:`model_dir_` (or :func:`heal_rag.load_model_dir`) for the path.
 
         """
         if self.model_dir_ is None:
-            raise RuntimeError("The model is not fine-tuned yet: call finetune() first.")
+            raise NotFittedError(
+                "This HEALFinetuneEngine is not fine-tuned yet: call finetune() before get_finetuned_model()."
+            )
         try:
             from heal_rag.integrations.embedding import HEALEmbedding
         except ImportError as error:
-            logger.warning(
-                "heal_rag.integrations is not available (%s); returning the model directory path instead.",
-                error,
+            warnings.warn(
+                f"heal_rag.integrations cannot be imported ({error}), so get_finetuned_model() returns the "
+                "model directory's path as a string. This fallback is deprecated: a future release raises "
+                "the ImportError. Use engine.model_dir_ for the path.",
+                DeprecationWarning,
+                stacklevel=2,
             )
-            return str(self.model_dir_)
+            return str(self.model_dir_)  # type: ignore[return-value]
         return HEALEmbedding.from_pretrained(self.model_dir_, **kwargs)
 
 
 #: Logger of the per-step training losses (INFO; the CLI shows them with ``-v``).
 LOSS_LOGGER = f"{__name__}.losses"
+
+
+def _copy_with_own_metadata(document: Any) -> Any:
+    """Return a shallow copy of a document whose ``metadata`` dict is its own (so writing to it is safe)."""
+    metadata = dict(document.metadata)
+    if hasattr(document, "model_copy"):  # pydantic: LlamaIndex nodes and documents
+        copied = document.model_copy()
+        copied.metadata = metadata
+        return copied
+    if dataclasses.is_dataclass(document) and not isinstance(document, type):  # heal_rag.datasets.Document
+        return dataclasses.replace(document, metadata=metadata)
+    copied = copy.copy(document)
+    copied.metadata = metadata
+    return copied
 
 
 def _loss_logging_callback_class() -> type:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from heal_rag._loss_options import LEVEL_WEIGHT_PRESETS, check_contrast
+from heal_rag.errors import InvalidValueError
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def preset_level_weights(preset: str, n_levels: int) -> list[float]:
 
     """
     if not isinstance(n_levels, int) or n_levels < 1:
-        raise ValueError(f"n_levels must be a positive integer. Got {n_levels!r} instead.")
+        raise InvalidValueError(f"n_levels must be a positive integer. Got {n_levels!r} instead.")
     if preset == "document-heavy":
         return [0.1 * 2.0 ** -(n_levels - 2 - level) for level in range(n_levels - 1)] + [1.0]
     if preset == "fine-heavy":
@@ -62,7 +63,7 @@ def preset_level_weights(preset: str, n_levels: int) -> list[float]:
         return [2.0 ** (1.0 / (level + 1)) for level in range(n_levels)]
     if preset == "uniform":
         return [1.0] * n_levels
-    raise ValueError(
+    raise InvalidValueError(
         f"The 'level_weights' preset must be one of {LEVEL_WEIGHT_PRESETS} or a sequence of floats. "
         f"Got {preset!r} instead."
     )
@@ -71,12 +72,14 @@ def preset_level_weights(preset: str, n_levels: int) -> list[float]:
 def _validate_weights(weights: Sequence[float], n_levels: int, what: str = "level_weights") -> list[float]:
     values = [float(w) for w in weights]
     if len(values) != n_levels:
-        raise ValueError(
+        raise InvalidValueError(
             f"{what} has {len(values)} entries but the labels have {n_levels} active levels "
             "(one weight per topic level, coarse to fine, then one for the document level)."
         )
     if any(not math.isfinite(w) or w < 0 for w in values) or sum(values) <= 0:
-        raise ValueError(f"{what} must be finite, non-negative and not all zero. Got {values} instead.")
+        raise InvalidValueError(
+            f"{what} must be finite, non-negative and not all zero. Got {values} instead."
+        )
     return values
 
 
@@ -175,7 +178,7 @@ def heal_loss(
         or doc_emb.shape != (n_docs, query_emb.shape[1])
         or n_docs < batch
     ):
-        raise ValueError(
+        raise InvalidValueError(
             "query_emb must have shape (batch, dim) and doc_emb (batch, dim), or (M >= batch, dim) with "
             f"doc_labels. Got {tuple(query_emb.shape)} and {tuple(doc_emb.shape)} instead."
         )
@@ -185,12 +188,12 @@ def heal_loss(
     else:
         doc_labels = _check_labels(doc_labels, n_docs, "doc_labels")
         if doc_labels.shape[1] != labels.shape[1]:
-            raise ValueError(
+            raise InvalidValueError(
                 f"doc_labels has {doc_labels.shape[1]} levels but labels has {labels.shape[1]}; both rows "
                 "are [topic id at level 0, ..., topic id at level L-1, document id]."
             )
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a positive number. Got {temperature!r} instead.")
+        raise InvalidValueError(f"temperature must be a positive number. Got {temperature!r} instead.")
     check_contrast(contrast)
     n_levels = labels.shape[1]
     device = query_emb.device
@@ -222,7 +225,9 @@ def heal_loss(
             anchor_weight = torch.ones(n_levels, batch, device=device)
         else:
             if n_docs != batch:
-                raise ValueError("confidence weights are not supported together with extra doc_labels.")
+                raise InvalidValueError(
+                    "confidence weights are not supported together with extra doc_labels."
+                )
             conf = _check_confidence(confidence, batch, n_levels, device)  # (T, B)
             pos_weight = positives.float() * conf[:, None, :]
             anchor_weight = conf
@@ -258,12 +263,12 @@ def _check_labels(labels: Any, rows: int, what: str) -> Tensor:
     if labels.ndim == 1:
         labels = labels[:, None]
     if labels.ndim != 2 or labels.shape[0] != rows:
-        raise ValueError(
+        raise InvalidValueError(
             f"{what} must have shape (batch={rows}, n_levels). Got {tuple(labels.shape)} instead. Each row "
             "is [topic id at level 0, ..., topic id at level L-1, document id]."
         )
     if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
-        raise ValueError(
+        raise InvalidValueError(
             f"{what} must be an integer tensor (int64 topic and document ids). Got {labels.dtype}."
         )
     return labels
@@ -286,14 +291,14 @@ def _soft_target_terms(scores: Tensor, pos_weight: Tensor, weights: Tensor) -> T
 def _check_confidence(confidence: Tensor, batch: int, n_levels: int, device: torch.device) -> Tensor:
     conf = torch.as_tensor(confidence, device=device).float()
     if conf.ndim != 2 or conf.shape[0] != batch or conf.shape[1] not in (n_levels, n_levels - 1):
-        raise ValueError(
+        raise InvalidValueError(
             f"confidence must have shape (batch={batch}, {n_levels}) or ({batch}, {n_levels - 1}) (document "
             f"level implied 1). Got {tuple(conf.shape)} instead."
         )
     if conf.shape[1] == n_levels - 1:
         conf = torch.cat([conf, torch.ones(batch, 1, device=device)], dim=1)
     if not torch.isfinite(conf).all() or (conf < 0).any() or (conf > 1).any():
-        raise ValueError("confidence values must lie in [0, 1].")
+        raise InvalidValueError("confidence values must lie in [0, 1].")
     return conf.T
 
 
@@ -421,11 +426,11 @@ class HEALLoss(nn.Module):
         super().__init__()
         check_contrast(contrast)
         if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-            raise ValueError(
+            raise InvalidValueError(
                 f"The 'temperature' parameter of HEALLoss must be > 0. Got {temperature!r} instead."
             )
         if not (use_hierarchy or use_document_level):
-            raise ValueError(
+            raise InvalidValueError(
                 "HEALLoss needs at least one level: use_hierarchy and use_document_level cannot both be "
                 "False."
             )
@@ -435,7 +440,7 @@ class HEALLoss(nn.Module):
             values = [float(w) for w in level_weights]
             _validate_weights(values, len(values))
             if not use_hierarchy and len(values) != 1:
-                raise ValueError(
+                raise InvalidValueError(
                     f"With use_hierarchy=False only the document level is active, so level_weights needs one "
                     f"value. Got {len(values)}."
                 )
@@ -454,12 +459,12 @@ class HEALLoss(nn.Module):
     def active_labels(self, labels: Tensor) -> Tensor:
         """Select the label columns of the active levels from the full (B, L + 1) label tensor."""
         if labels is None:
-            raise ValueError(
+            raise InvalidValueError(
                 "HEALLoss needs labels: add a 'label' column holding [topic ids per level..., document id] "
                 "to the training dataset."
             )
         if labels.ndim != 2 or labels.shape[1] < 1:
-            raise ValueError(
+            raise InvalidValueError(
                 "HEALLoss expects labels of shape (batch, L + 1) (topic ids per level, then the document "
                 f"id). Got shape {tuple(labels.shape)}."
             )
@@ -467,7 +472,7 @@ class HEALLoss(nn.Module):
             return labels
         if self.use_hierarchy:
             if labels.shape[1] < 2:
-                raise ValueError(
+                raise InvalidValueError(
                     "use_document_level=False needs at least one topic level, but the labels have only the "
                     "document column."
                 )
@@ -492,7 +497,7 @@ class HEALLoss(nn.Module):
         """Embed the (query, document) columns and return the HEAL loss (or its weighted components)."""
         embeddings = _embed(self.model, list(sentence_features))
         if len(embeddings) < 2:
-            raise ValueError(
+            raise InvalidValueError(
                 "HEALLoss expects (anchor, positive[, negative_1, ...]) texts, i.e. at least 2 text columns "
                 f"besides the label. Got {len(embeddings)}."
             )
@@ -511,7 +516,7 @@ class HEALLoss(nn.Module):
             blocks = [self.active_labels(labels)]
         else:
             if labels is None or labels.ndim != 2 or labels.shape[1] % n_doc_columns:
-                raise ValueError(
+                raise InvalidValueError(
                     f"With {n_doc_columns} document columns (positive + hard negatives) each label row must "
                     f"hold {n_doc_columns} equal blocks [topic ids..., document id]. Got labels of shape "
                     f"{None if labels is None else tuple(labels.shape)}."

@@ -22,6 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from heal_rag._progress import show_progress as resolve_show_progress
+from heal_rag.errors import InvalidValueError
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["mined_negatives", "tree_negatives"]
@@ -44,7 +47,7 @@ def _draw(candidates: np.ndarray, excluded: set[int], rng: np.random.Generator) 
 
 def _random_rows(n_docs: int, excluded: set[int], rng: np.random.Generator) -> int:
     if len(excluded) >= n_docs:
-        raise ValueError(
+        raise InvalidValueError(
             "A query is judged relevant to every document of the corpus, so it has no negative: hard "
             "negatives need a corpus with documents that are not relevant to the query."
         )
@@ -81,7 +84,7 @@ def tree_negatives(
     """
     paths = np.asarray(paths)
     if paths.ndim != 2 or len(rows) != len(exclude):
-        raise ValueError(
+        raise InvalidValueError(
             "paths must have shape (n_documents, n_levels) and rows and exclude one entry per pair. Got "
             f"paths of shape {paths.shape}, {len(rows)} rows and {len(exclude)} exclusion sets."
         )
@@ -117,7 +120,7 @@ def mined_negatives(
     model_name: str,
     max_seq_length: int = 256,
     device: str | None = None,
-    show_progress: bool = False,
+    show_progress: bool | None = None,
     mining_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[list[int], dict[str, int]]:
     """Per pair, a document the base model ranks near the query, mined by ``mine_hard_negatives``.
@@ -136,7 +139,7 @@ def mined_negatives(
         model_name: The model that mines (the base model of the fine-tune).
         max_seq_length: Token limit while embedding.
         device: Torch device, or None.
-        show_progress: Progress bars while embedding.
+        show_progress: Progress bars while embedding; ``None`` follows the ``heal_rag`` logger.
         mining_kwargs: Overrides for ``mine_hard_negatives`` (e.g. ``range_max``, ``relative_margin``,
             ``cache_folder``).
 
@@ -158,7 +161,7 @@ def mined_negatives(
         "sampling_strategy": "random",
         "num_negatives": 1,
         "batch_size": 64,
-        "verbose": show_progress,
+        "verbose": resolve_show_progress(show_progress),
     }
     settings.update(mining_kwargs or {})
     settings["range_max"] = min(int(settings["range_max"]), max(1, len(corpus) - 1))  # small corpora

@@ -34,6 +34,8 @@ from typing import Any, Literal
 import numpy as np
 
 from heal_rag._io import loads_json
+from heal_rag._progress import show_progress as resolve_show_progress
+from heal_rag.errors import InputNotFoundError, InvalidTypeError, InvalidValueError
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +120,7 @@ def doc_fields(document: Any) -> tuple[str, str, str]:
             )
     if isinstance(document, tuple) and len(document) == 2:
         return str(document[0]), "", str(document[1])
-    raise TypeError(
+    raise InvalidTypeError(
         "Expected a heal_rag Document, a LlamaIndex node/document, a mapping with 'id' and 'text', or an "
         f"(id, text) tuple; got {type(document).__name__}."
     )
@@ -180,14 +182,14 @@ def pairs_from_qrels(
     """
     if qrels is None:
         if not (hasattr(queries, "queries") and hasattr(queries, "qrels")):
-            raise TypeError(
+            raise InvalidTypeError(
                 "pairs_from_qrels() needs either (queries, qrels) mappings or an object with 'queries' and "
                 f"'qrels' attributes (a RetrievalDataset split); got {type(queries).__name__}."
             )
         queries, qrels = queries.queries, queries.qrels
     missing = [qid for qid in qrels if qid not in queries]
     if missing:
-        raise ValueError(
+        raise InvalidValueError(
             f"{len(missing)} judged queries have no text in the queries (e.g. {missing[:3]}). Check that the "
             "qrels file belongs to this queries file."
         )
@@ -198,7 +200,7 @@ def pairs_from_qrels(
         if int(grade) >= min_relevance
     ]
     if not pairs:
-        raise ValueError(
+        raise InvalidValueError(
             f"The qrels hold no judgment with relevance >= {min_relevance}; nothing to train on."
         )
     return pairs
@@ -212,13 +214,13 @@ def pairs_from_qa_json(path: str | os.PathLike[str]) -> list[TrainingPair]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"No EmbeddingQAFinetuneDataset JSON at {path}.")
+        raise InputNotFoundError(f"No EmbeddingQAFinetuneDataset JSON at {path}.")
     try:
         data = loads_json(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}).") from error
+        raise InvalidValueError(f"{path} is not valid JSON ({error}).") from error
     if not isinstance(data, dict) or not {"queries", "relevant_docs"} <= set(data):
-        raise ValueError(
+        raise InvalidValueError(
             f"{path} is not an EmbeddingQAFinetuneDataset JSON: expected the keys 'queries', 'corpus' and "
             "'relevant_docs'."
         )
@@ -290,8 +292,8 @@ def _call_with_timeout(fn: Any, timeout: float | None) -> Any:
     return box["value"]
 
 
-def _progress_disabled(show_progress: bool) -> bool:
-    return (not show_progress) or os.environ.get("TQDM_DISABLE", "").lower() in {"1", "true", "yes"}
+def _progress_disabled(show_progress: bool | None) -> bool:
+    return not resolve_show_progress(show_progress)
 
 
 def parse_questions(
@@ -364,7 +366,8 @@ class LLMQueryGenerator:
             LLM: point another LLM at another file.
         max_retries: extra attempts for a document when the call fails, times out or returns nothing usable.
         timeout: seconds to wait for one call (``None``: wait forever).
-        show_progress: show a tqdm progress bar (``TQDM_DISABLE=1`` also hides it).
+        show_progress: show a tqdm progress bar; ``None`` follows the ``heal_rag`` logger (bars at INFO);
+            ``TQDM_DISABLE=1`` always hides it.
         min_words / max_words: length limits of a kept question, in words.
 
     Attributes:
@@ -386,33 +389,33 @@ class LLMQueryGenerator:
         cache_path: str | os.PathLike[str] | None = None,
         max_retries: int = 2,
         timeout: float | None = 120.0,
-        show_progress: bool = True,
+        show_progress: bool | None = None,
         min_words: int = 3,
         max_words: int = 64,
     ) -> None:
         if not callable(getattr(llm, "complete", None)):
-            raise TypeError(
+            raise InvalidTypeError(
                 "llm must be a LlamaIndex LLM (an object with a complete(prompt) method); got "
                 f"{type(llm).__name__}."
             )
         if int(num_questions_per_doc) < 1:
-            raise ValueError(f"num_questions_per_doc must be >= 1; got {num_questions_per_doc}.")
+            raise InvalidValueError(f"num_questions_per_doc must be >= 1; got {num_questions_per_doc}.")
         if "{context_str}" not in prompt_template:
-            raise ValueError(
+            raise InvalidValueError(
                 "prompt_template must contain the placeholder {context_str} (the document text)."
             )
         try:
             prompt_template.format(context_str="x", num_questions=1, num_questions_per_chunk=1)
         except (KeyError, IndexError, ValueError) as error:
-            raise ValueError(
+            raise InvalidValueError(
                 f"prompt_template has a placeholder other than {{context_str}} and {{num_questions}}: "
                 f"{error}. "
                 "Write literal braces as {{ and }}."
             ) from error
         if int(max_retries) < 0:
-            raise ValueError(f"max_retries must be >= 0; got {max_retries}.")
+            raise InvalidValueError(f"max_retries must be >= 0; got {max_retries}.")
         if timeout is not None and float(timeout) <= 0:
-            raise ValueError(f"timeout must be a positive number of seconds or None; got {timeout}.")
+            raise InvalidValueError(f"timeout must be a positive number of seconds or None; got {timeout}.")
         self.llm = llm
         self.num_questions_per_doc = int(num_questions_per_doc)
         self.prompt_template = prompt_template
@@ -511,7 +514,7 @@ class LLMQueryGenerator:
         stats = QueryGenerationStats(documents=len(records))
         self.stats_ = stats
         if not records:
-            raise ValueError("No documents to generate questions for.")
+            raise InvalidValueError("No documents to generate questions for.")
         cache = self._load_cache()
         prompt_hash = self._prompt_hash()
         pairs: list[TrainingPair] = []
@@ -583,7 +586,7 @@ def generate_llm_queries(
     cache_path: str | os.PathLike[str] | None = None,
     max_retries: int = 2,
     timeout: float | None = 120.0,
-    show_progress: bool = True,
+    show_progress: bool | None = None,
 ) -> list[TrainingPair]:
     """Questions about each document from any LlamaIndex LLM (see :class:`LLMQueryGenerator`).
 
@@ -678,7 +681,7 @@ def make_pseudo_queries(
 
     """
     if mode not in {"auto", "title", "sentence", "both"}:
-        raise ValueError(f"mode must be 'auto', 'title', 'sentence' or 'both'; got {mode!r}.")
+        raise InvalidValueError(f"mode must be 'auto', 'title', 'sentence' or 'both'; got {mode!r}.")
     pairs: list[TrainingPair] = []
     skipped = 0
     for document in documents:
@@ -733,7 +736,7 @@ def exclude_eval_queries(
 
     """
     if on_overlap not in {"drop", "raise"}:
-        raise ValueError(f"on_overlap must be 'drop' or 'raise'; got {on_overlap!r}.")
+        raise InvalidValueError(f"on_overlap must be 'drop' or 'raise'; got {on_overlap!r}.")
     texts = eval_queries.values() if isinstance(eval_queries, Mapping) else eval_queries
     forbidden = {normalize_query(str(t)) for t in texts}
     forbidden.discard("")
@@ -741,7 +744,7 @@ def exclude_eval_queries(
     dropped = len(pairs) - len(kept)
     if dropped and on_overlap == "raise":
         examples = [p.query for p in pairs if normalize_query(p.query) in forbidden][:3]
-        raise ValueError(
+        raise InvalidValueError(
             f"{dropped} training queries are also evaluation queries (e.g. {examples}); training on them "
             "would "
             "leak the test set. Remove them, or let the engine drop them (on_eval_overlap='drop')."

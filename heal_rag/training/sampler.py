@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from heal_rag.errors import InvalidValueError
+
 logger = logging.getLogger(__name__)
 
 # A whole-chunk fill gives up after passing over this many chunks that do not fit (bounds the cost per
@@ -40,14 +42,14 @@ def _as_label_array(labels: Any) -> np.ndarray:
     try:
         array = np.asarray(labels)
     except ValueError as error:  # ragged rows
-        raise ValueError(
+        raise InvalidValueError(
             "labels must be a rectangular array of shape (n_samples, L + 1): every row lists the topic ids "
             "at each level, then the document id."
         ) from error
     if array.ndim == 1:
         array = array[:, None]
     if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(
+        raise InvalidValueError(
             f"labels must have shape (n_samples, L + 1) with n_samples >= 1. Got shape {array.shape} instead."
         )
     if not np.issubdtype(array.dtype, np.integer):
@@ -58,7 +60,7 @@ def _as_label_array(labels: Any) -> np.ndarray:
         ):
             array = array.astype(np.int64)
         else:
-            raise ValueError(
+            raise InvalidValueError(
                 f"labels must hold integer topic and document ids. Got dtype {array.dtype} instead."
             )
     return array.astype(np.int64, copy=False)
@@ -131,15 +133,15 @@ class HierarchicalBatchSampler(Sampler[list[int]]):
         self.labels = _as_label_array(labels)
         n_samples, n_columns = self.labels.shape
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 2:
-            raise ValueError(f"batch_size must be an integer >= 2. Got {batch_size!r} instead.")
+            raise InvalidValueError(f"batch_size must be an integer >= 2. Got {batch_size!r} instead.")
         if (
             isinstance(docs_per_leaf, bool)
             or not isinstance(docs_per_leaf, (int, np.integer))
             or docs_per_leaf < 1
         ):
-            raise ValueError(f"docs_per_leaf must be an integer >= 1. Got {docs_per_leaf!r} instead.")
+            raise InvalidValueError(f"docs_per_leaf must be an integer >= 1. Got {docs_per_leaf!r} instead.")
         if dedup_keys is not None and len(dedup_keys) != n_samples:
-            raise ValueError(
+            raise InvalidValueError(
                 f"dedup_keys must have one entry per sample ({n_samples}). Got {len(dedup_keys)} instead."
             )
         self.batch_size = int(batch_size)
@@ -162,16 +164,18 @@ class HierarchicalBatchSampler(Sampler[list[int]]):
             self.topics_per_batch = int(min(max(auto, 2), n_topics))
         else:
             if isinstance(topics_per_batch, bool) or not isinstance(topics_per_batch, (int, np.integer)):
-                raise ValueError(f"topics_per_batch must be an integer or None. Got {topics_per_batch!r}.")
+                raise InvalidValueError(
+                    f"topics_per_batch must be an integer or None. Got {topics_per_batch!r}."
+                )
             if not 1 <= topics_per_batch <= n_topics:
-                raise ValueError(
+                raise InvalidValueError(
                     f"topics_per_batch must be between 1 and the number of level-0 topics ({n_topics}). "
                     f"Got {topics_per_batch} instead."
                 )
             self.topics_per_batch = int(topics_per_batch)
         self.min_batch_size = self.topics_per_batch * leaves_needed * self.docs_per_leaf
         if self.batch_size < self.min_batch_size:
-            raise ValueError(
+            raise InvalidValueError(
                 f"batch_size={self.batch_size} is too small for HierarchicalBatchSampler: "
                 f"{self.topics_per_batch} topics x {leaves_needed} leaves x {self.docs_per_leaf} documents "
                 f"per leaf need batch_size >= {self.min_batch_size}. Increase batch_size, or lower "
@@ -179,7 +183,7 @@ class HierarchicalBatchSampler(Sampler[list[int]]):
             )
         n_docs = len(np.unique(self._doc))
         if self.drop_last and n_docs < self.batch_size:
-            raise ValueError(
+            raise InvalidValueError(
                 f"batch_size={self.batch_size} exceeds the number of distinct documents ({n_docs}); a batch "
                 "never holds one document twice, so no full batch can be formed. Lower batch_size."
             )
@@ -457,12 +461,12 @@ class _SamplerFactory:
     ) -> HierarchicalBatchSampler:
         columns = list(getattr(dataset, "column_names", None) or [])
         if not columns:
-            raise ValueError("heal_batch_sampler needs a datasets.Dataset with named columns.")
+            raise InvalidValueError("heal_batch_sampler needs a datasets.Dataset with named columns.")
         column = self.label_column
         if column is None:
             column = next((c for c in (valid_label_columns or []) if c in columns), None)
         if column is None or column not in columns:
-            raise ValueError(
+            raise InvalidValueError(
                 f"heal_batch_sampler needs a label column ({self.label_column or valid_label_columns}) "
                 "holding [topic ids per level..., document id] per sample; the dataset has columns "
                 f"{columns}."
@@ -477,7 +481,9 @@ class _SamplerFactory:
         else:
             missing = [c for c in self.dedup_columns if c not in columns]
             if missing:
-                raise ValueError(f"dedup_columns {missing} are not in the dataset (columns: {columns}).")
+                raise InvalidValueError(
+                    f"dedup_columns {missing} are not in the dataset (columns: {columns})."
+                )
             text_columns = list(self.dedup_columns)
         values = [dataset[c] for c in text_columns]
         keys = [tuple(row) for row in zip(*values, strict=True)] if values else None
