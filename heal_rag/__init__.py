@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "heal_loss": "heal_rag.training",
     "HierarchicalBatchSampler": "heal_rag.training",
     "HEALFinetuneEngine": "heal_rag.training",
+    "HEALTrainingArguments": "heal_rag.training_args",
     "HEALModelDir": "heal_rag.training",
     "load_model_dir": "heal_rag.training",
     # LlamaIndex
@@ -67,6 +68,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         heal_loss,
         load_model_dir,
     )
+    from heal_rag.training_args import HEALTrainingArguments
 
 
 def __getattr__(name: str) -> Any:

@@ -54,7 +54,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from heal_rag._checks import check_positive_int
 from heal_rag._io import atomic_write_json, check_writable, loads_json
+from heal_rag.training_args import HEALTrainingArguments
 
 if TYPE_CHECKING:  # pragma: no cover
     from heal_rag.datasets import Document, RetrievalDataset
@@ -450,21 +452,24 @@ def run_pipeline(
     from heal_rag._models import check_model_reference
 
     total_start = time.perf_counter()
-    for name, value, low in (
-        ("batch_size", batch_size, 2),
-        ("max_seq_length", max_seq_length, 8),
-        ("top_k", top_k, 1),
-        ("generation_top_n", generation_top_n, 1),
-        ("epochs", epochs, 1),
-        ("n_resamples", n_resamples, 1),
-        ("llm_max_new_tokens", llm_max_new_tokens, 1),
+    # the training settings, validated once (the demo's short runs keep plain in-batch negatives: its
+    # figures in bench_demo predate mining)
+    training_args = HEALTrainingArguments(
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        max_seq_length=max_seq_length,
+        seed=seed,
+        hard_negatives="none",
+    )
+    for name, value in (
+        ("top_k", top_k),
+        ("generation_top_n", generation_top_n),
+        ("n_resamples", n_resamples),
+        ("llm_max_new_tokens", llm_max_new_tokens),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"The '{name}' parameter must be an integer >= {low}. Got {value!r} instead.")
-    if max_steps is not None and (
-        isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
-    ):
-        raise ValueError(f"The 'max_steps' parameter must be a positive integer or None. Got {max_steps!r}.")
+        check_positive_int(value, name)
     if retriever not in ("flat", "rescore", "route"):
         raise ValueError(f"retriever must be 'flat', 'rescore' or 'route'. Got {retriever!r} instead.")
     if max_questions != "auto" and max_questions is not None:
@@ -540,15 +545,10 @@ def run_pipeline(
         on_step("hierarchy", hierarchy)
 
     # 2. HEAL fine-tune ---------------------------------------------------------------------------------
-    # the one set of training settings both fine-tunes get (equal budgets)
-    training: dict[str, Any] = {
+    # the one set of training settings both fine-tunes get (equal budgets); flat only drops the hierarchy
+    engine_options: dict[str, Any] = {
         "base_model": base_model,
-        "max_steps": max_steps,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "max_seq_length": max_seq_length,
-        "seed": seed,
+        "args": training_args,
         "device": device,
         "show_progress": show,
     }
@@ -579,7 +579,7 @@ def run_pipeline(
             batch_size,
             max_seq_length,
         )
-        _finetune(inputs, hierarchy, model_dir, **training)
+        _finetune(inputs, hierarchy, model_dir, **engine_options)
     new_state["stages"]["finetune"] = model_key
     _save_state(out, new_state)
     timings["finetune"] = round(time.perf_counter() - step_start, 2)
@@ -597,7 +597,7 @@ def run_pipeline(
         rebuilt = True
         _remove(out, [FLAT_SUBDIR, CHECKPOINT_SUBDIR, *REPORT_FILES])
         logger.info("Step 3/5: flat fine-tune (the same pairs and steps, no hierarchy)")
-        _finetune(inputs, None, flat_dir, **training)
+        _finetune(inputs, None, flat_dir, **engine_options)
     new_state["stages"]["finetune_flat"] = flat_key
     _save_state(out, new_state)
     timings["finetune_flat"] = round(time.perf_counter() - step_start, 2)
@@ -730,12 +730,7 @@ def _finetune(
     model_dir: Path,
     *,
     base_model: str | None,
-    max_steps: int | None,
-    epochs: int,
-    batch_size: int,
-    learning_rate: float,
-    max_seq_length: int,
-    seed: int,
+    args: HEALTrainingArguments,
     device: str | None,
     show_progress: bool,
 ) -> None:
@@ -749,20 +744,12 @@ def _finetune(
     ]
     engine = HEALFinetuneEngine(
         documents,
+        args=args.replace(use_hierarchy=hierarchy is not None),
         base_model=base_model,
         output_dir=model_dir,
         hierarchy=hierarchy,
-        use_hierarchy=hierarchy is not None,
         queries=inputs.train_queries,
         eval_queries=inputs.questions.questions,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        # the demo's short runs keep plain in-batch negatives (its figures in bench_demo predate mining)
-        hard_negatives="none",
-        max_steps=max_steps,
-        max_seq_length=max_seq_length,
-        seed=seed,
         device=device,
         show_progress=show_progress,
     )

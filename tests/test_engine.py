@@ -22,7 +22,7 @@ from llama_index.core.schema import MetadataMode
 from heal_rag.cli import main
 from heal_rag.datasets import Document, documents_to_nodes, load_demo_dataset
 from heal_rag.hierarchy import HNMFk
-from heal_rag.training import HEALFinetuneEngine, TrainingPair, load_model_dir
+from heal_rag.training import HEALFinetuneEngine, HEALTrainingArguments, TrainingPair, load_model_dir
 from heal_rag.training.model_dir import CONFIG_FILE, HIERARCHY_DIR
 
 # A 2-level tree even on 40 documents: threshold -1 accepts any k (the default keeps so few in one topic).
@@ -98,6 +98,8 @@ def test_heal_end_to_end_saves_a_directory_that_loads_and_embeds(heal_run):
     assert saved.hierarchy.doc_ids == [n.node_id for n in nodes]
     config = saved.config
     assert config["use_hierarchy"] is True and config["training"]["seed"] == 0
+    # the training block is the engine's settings object, and reads back as the same settings
+    assert HEALTrainingArguments.from_dict(config["training"]) == engine.args
     metrics = config["metrics"]
     assert metrics["steps"] == 2 and metrics["samples_per_second"] > 0 and metrics["training_wall_time_s"] > 0
     assert metrics["pair_sources"] == {"pseudo-title": 39}
@@ -253,7 +255,7 @@ def test_eval_overlap_can_be_refused(small_dataset, tmp_path):
     )
     with pytest.raises(ValueError, match="also evaluation queries"):
         engine.finetune()
-    engine.on_eval_overlap = "drop"
+    engine.args = engine.args.replace(on_eval_overlap="drop")
     engine.queries = pairs[:1]
     with pytest.raises(ValueError, match="Only 0 training pair"):
         engine.finetune()
@@ -513,3 +515,13 @@ def test_empty_documents_are_left_out_of_clustering_and_training_with_one_warnin
         kept, _ = engine._make_pairs()
     assert [p.doc_id for p in kept] == [f"d{i}" for i in range(12)]
     assert "1 training pair(s) point to documents without text" in caplog.text
+
+
+def test_engine_takes_an_arguments_object_and_keyword_overrides(small_dataset, tmp_path):
+    base = HEALTrainingArguments(epochs=2, hard_negatives="none", seed=5)
+    engine = HEALFinetuneEngine(small_dataset.documents, args=base, output_dir=tmp_path / "m", epochs=3)
+    assert engine.args == base.replace(epochs=3) and base.epochs == 2  # the caller's object is not changed
+    with pytest.raises(TypeError, match="args must be a HEALTrainingArguments"):
+        HEALFinetuneEngine(small_dataset.documents, args={"epochs": 2}, output_dir=tmp_path / "m")
+    with pytest.raises(TypeError, match="Unknown training setting.*'learnin_rate'"):
+        HEALFinetuneEngine(small_dataset.documents, output_dir=tmp_path / "m", learnin_rate=1e-4)

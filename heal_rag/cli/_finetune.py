@@ -14,8 +14,12 @@ from typing import Any
 from heal_rag._loss_options import CONTRAST_MODES, HARD_NEGATIVE_SOURCES, LEVEL_WEIGHT_PRESETS
 from heal_rag.cli._common import check_models, check_outputs, positive_int, require_corpus_folder
 from heal_rag.cli._hierarchy import add_hnmfk_arguments, hnmfk_params
+from heal_rag.training_args import HEALTrainingArguments
 
 logger = logging.getLogger(__name__)
+
+#: the flags' defaults are the engine's: one source (the settings chosen on the SciFact dev split)
+DEFAULTS = HEALTrainingArguments()
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -74,7 +78,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--questions-per-doc", type=positive_int, default=1, metavar="N", help="LLM questions per document"
     )
     training = parser.add_argument_group("training options")
-    training.add_argument("--epochs", type=positive_int, default=4, metavar="N", help="epochs (default: 4)")
+    training.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=DEFAULTS.epochs,
+        metavar="N",
+        help=f"passes over the pairs ({DEFAULTS.epochs})",
+    )
     training.add_argument(
         "--max-steps",
         type=positive_int,
@@ -85,21 +95,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     training.add_argument(
         "--batch-size",
         type=positive_int,
-        default=32,
+        default=DEFAULTS.batch_size,
         metavar="N",
-        help="batch size (32); HEAL's topic-balanced batches need at least 8 (2 topics x 2 leaves x 2 "
-        "documents with a 2-level hierarchy), --no-hierarchy at least 2",
+        help=f"batch size ({DEFAULTS.batch_size}); HEAL's topic-balanced batches need at least 8 (2 "
+        "topics x 2 leaves x 2 documents with a 2-level hierarchy), --no-hierarchy at least 2",
     )
     training.add_argument(
-        "--learning-rate", type=float, default=5e-5, metavar="LR", help="learning rate (5e-5)"
+        "--learning-rate",
+        type=float,
+        default=DEFAULTS.learning_rate,
+        metavar="LR",
+        help=f"learning rate ({DEFAULTS.learning_rate:g})",
     )
     training.add_argument(
-        "--temperature", type=float, default=0.05, metavar="T", help="HEAL temperature (0.05)"
+        "--temperature",
+        type=float,
+        default=DEFAULTS.temperature,
+        metavar="T",
+        help=f"HEAL temperature ({DEFAULTS.temperature:g})",
     )
     training.add_argument(
         "--contrast",
         choices=CONTRAST_MODES,
-        default="graded",
+        default=DEFAULTS.contrast,
         help="how the levels combine: a positive is contrasted with only that level's negatives (graded, "
         "default) or with every document of the batch (supcon), or one cross-entropy to a target spread "
         "over the tree (soft)",
@@ -107,14 +125,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     training.add_argument(
         "--hard-negatives",
         choices=HARD_NEGATIVE_SOURCES,
-        default="mined",
+        default=DEFAULTS.hard_negatives,
         help="one extra negative document per pair: mined (default: one of the nearest documents under "
         "the base model, with sentence-transformers' mine_hard_negatives), tree (a document of the same "
         "leaf topic; needs the hierarchy) or none",
     )
     training.add_argument(
         "--level-weights",
-        default="document-heavy",
+        default=DEFAULTS.level_weights,
         metavar="PRESET|W,...",
         help="λ per level: document-heavy (default), fine-heavy, coarse-heavy, uniform, or comma-separated "
         "floats (topic "
@@ -126,7 +144,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train on the topic levels only, without the document identity",
     )
     training.add_argument(
-        "--max-seq-length", type=positive_int, default=256, metavar="N", help="token limit (256)"
+        "--max-seq-length",
+        type=positive_int,
+        default=DEFAULTS.max_seq_length,
+        metavar="N",
+        help=f"token limit ({DEFAULTS.max_seq_length})",
     )
     training.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: automatic)")
     parser.add_argument("--overwrite", action="store_true", help="replace a model already in DIR")
@@ -184,7 +206,20 @@ def run_finetune(args: argparse.Namespace) -> int:
     check_output_dir(args.out, overwrite=args.overwrite)
     check_outputs((args.llm_cache, "--llm-cache", True))
     check_models([args.base_model], "--base-model")
-    level_weights = parse_level_weights(args.level_weights)
+    training = HEALTrainingArguments(  # every training flag validated before any loading
+        use_hierarchy=not args.no_hierarchy,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        temperature=args.temperature,
+        contrast=args.contrast,
+        hard_negatives=args.hard_negatives,
+        level_weights=parse_level_weights(args.level_weights),
+        use_document_level=not args.no_document_level,
+        max_seq_length=args.max_seq_length,
+        seed=args.seed,
+    )
     splits = available_splits(corpus)
     if args.eval_split is not None:
         if args.eval_split not in splits:
@@ -220,23 +255,12 @@ def run_finetune(args: argparse.Namespace) -> int:
     show_progress = not getattr(args, "quiet", False)
     engine = HEALFinetuneEngine(
         dataset.documents,
+        args=training,
         base_model=args.base_model,
         output_dir=args.out,
         hierarchy=hierarchy,
-        use_hierarchy=not args.no_hierarchy,
         queries=queries,
         eval_queries=eval_queries,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        temperature=args.temperature,
-        contrast=args.contrast,
-        hard_negatives=args.hard_negatives,
-        level_weights=level_weights,
-        use_document_level=not args.no_document_level,
-        max_steps=args.max_steps,
-        max_seq_length=args.max_seq_length,
-        seed=args.seed,
         device=args.device,
         overwrite=args.overwrite,
         query_cache_path=args.llm_cache,
