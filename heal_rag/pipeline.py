@@ -290,34 +290,6 @@ def _resolve_inputs(
     )
 
 
-def _resolve_llm(llm: Any, llm_model: str, max_new_tokens: int) -> tuple[Any, str]:
-    """Return (LlamaIndex LLM or None, description). Fails now, before any training time is spent."""
-    if llm is None:
-        return None, "none"
-    if isinstance(llm, str):
-        spec = llm.strip()
-        if spec.lower() == "none":
-            return None, "none"
-        if spec.lower() == "local":
-            from heal_rag.llms import default_llm
-
-            return default_llm(max_new_tokens=max_new_tokens), "local (SmolLM2-135M-Instruct, xllamacpp)"
-        if spec.startswith(("http://", "https://")):
-            from heal_rag.evaluation.rag import make_endpoint_llm
-
-            return make_endpoint_llm(spec, model=llm_model), f"{spec} ({llm_model})"
-        raise ValueError(
-            "llm must be None, 'none', 'local', an http(s) URL of an OpenAI-compatible server or a "
-            f"LlamaIndex LLM; got {llm!r}."
-        )
-    if not callable(getattr(llm, "complete", None)):
-        raise TypeError(
-            f"llm must be None, 'none', 'local', a URL or a LlamaIndex LLM; got {type(llm).__name__}."
-        )
-    model_name = getattr(getattr(llm, "metadata", None), "model_name", "") or ""
-    return llm, f"{type(llm).__name__} {model_name}".strip()
-
-
 # ------------------------------------------------------------------------------------------------------------
 # output folder and resume state
 # ------------------------------------------------------------------------------------------------------------
@@ -412,7 +384,8 @@ def run_pipeline(
         base_model: sentence-transformers model name or path; ``None`` is the bundled all-MiniLM-L6-v2.
         llm: generator for the answers: ``None``/``"none"`` (retrieval metrics only), ``"local"`` (the
             offline SmolLM2-135M, ~60 tokens/s on a laptop CPU), an ``http(s)://`` URL of an
-            OpenAI-compatible server, or any LlamaIndex LLM.
+            OpenAI-compatible server, ``"MODULE:NAME"``, or any LlamaIndex LLM (see
+            :func:`heal_rag.llms.resolve_llm`).
         llm_model: model name sent to an LLM URL.
         llm_max_new_tokens: answer length of the ``"local"`` LLM.
         hierarchy_params: :class:`~heal_rag.hierarchy.HNMFk` parameters (default: its defaults).
@@ -480,7 +453,9 @@ def run_pipeline(
     out = Path(out_dir)
 
     # Everything that can fail fast does so before any training time is spent.
-    generator, llm_description = _resolve_llm(llm, llm_model, llm_max_new_tokens)
+    from heal_rag.llms import resolve_llm
+
+    generator, llm_description = resolve_llm(llm, model=llm_model, max_new_tokens=llm_max_new_tokens)
     if max_questions == "auto":
         local = isinstance(llm, str) and llm.strip().lower() == "local"
         max_questions = DEMO_DEFAULTS["local_llm_questions"] if local else None

@@ -371,20 +371,23 @@ def test_cli_finetune_bad_input(tiny_beir, tmp_path, capsys):
         assert "CUDA is not available" in capsys.readouterr().err
 
 
-def test_cli_llm_spec_is_loaded(tmp_path, monkeypatch):
-    from heal_rag.cli._finetune import load_llm
+def test_llm_spec_module_name_is_imported(tmp_path, monkeypatch):
+    from heal_rag.llms import resolve_llm
 
     (tmp_path / "my_test_llms.py").write_text(
         "from llama_index.core.llms import MockLLM\nllm = MockLLM()\ndef make():\n    return "
-        "MockLLM(max_tokens=3)\n"
+        "MockLLM(max_tokens=3)\nnot_an_llm = 3\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert load_llm("my_test_llms:llm").class_name() == "MockLLM"
-    assert load_llm("my_test_llms:make").max_tokens == 3
-    with pytest.raises(ValueError, match="no attribute 'missing'"):
-        load_llm("my_test_llms:missing")
-    with pytest.raises(ValueError, match="MODULE:NAME"):
-        load_llm("my_test_llms")
+    llm, description = resolve_llm("my_test_llms:llm")
+    assert llm.class_name() == "MockLLM" and description.startswith("MockLLM")
+    assert resolve_llm("my_test_llms:make")[0].max_tokens == 3
+    with pytest.raises(ValueError, match="--llm my_test_llms:missing: module .* has no attribute"):
+        resolve_llm("my_test_llms:missing", what="--llm")
+    with pytest.raises(ValueError, match="is not a LlamaIndex LLM"):
+        resolve_llm("my_test_llms:not_an_llm")
+    with pytest.raises(ValueError, match="must be none, local"):
+        resolve_llm("my_test_llms")
     sys.modules.pop("my_test_llms", None)
 
 

@@ -6,9 +6,7 @@ The command mirrors :class:`heal_rag.HEALFinetuneEngine`: same names, same defau
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
-import sys
 from typing import Any
 
 from heal_rag._loss_options import CONTRAST_MODES, HARD_NEGATIVE_SOURCES, LEVEL_WEIGHT_PRESETS
@@ -69,10 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--llm",
         default=None,
-        metavar="MODULE:NAME",
-        help="generate training questions with a LlamaIndex LLM: MODULE:NAME names an LLM object or a "
-        "function returning one (e.g. my_llms:make_llm)",
+        metavar="LLM",
+        help="generate training questions with an LLM: local, the URL of an OpenAI-compatible server, or "
+        "MODULE:NAME (a LlamaIndex LLM object, or a function returning one, e.g. my_llms:make_llm); "
+        "none or absent: offline pseudo-queries",
     )
+    parser.add_argument("--llm-model", default="default", help="model name for an --llm URL")
     parser.add_argument("--llm-cache", default=None, metavar="FILE", help="JSONL cache of LLM questions")
     parser.add_argument(
         "--questions-per-doc", type=positive_int, default=1, metavar="N", help="LLM questions per document"
@@ -170,35 +170,16 @@ def parse_level_weights(text: str) -> str | list[float]:
         ) from None
 
 
-def load_llm(spec: str) -> Any:
-    """Import ``MODULE:NAME`` and return the LlamaIndex LLM it names (calling it when it is a factory)."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"--llm must be MODULE:NAME (e.g. my_llms:make_llm); got {spec!r}.")
-    if "" not in sys.path and "." not in sys.path:
-        sys.path.insert(0, "")  # like `python -m`: modules in the working directory are importable
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ValueError(f"--llm {spec}: cannot import module {module_name!r} ({error}).") from None
-    try:
-        obj = getattr(module, attr)
-    except AttributeError:
-        raise ValueError(f"--llm {spec}: module {module_name!r} has no attribute {attr!r}.") from None
-    if not callable(getattr(obj, "complete", None)) and callable(obj):
-        obj = obj()
-    if not callable(getattr(obj, "complete", None)):
-        raise ValueError(f"--llm {spec} is not a LlamaIndex LLM (no complete() method).")
-    return obj
-
-
 def run_finetune(args: argparse.Namespace) -> int:
     """Run ``heal-rag finetune``."""
     from heal_rag.datasets import available_splits, load_beir
     from heal_rag.training.engine import HEALFinetuneEngine
 
     corpus = require_corpus_folder(args.corpus, layout="corpus.jsonl, queries.jsonl")
-    if args.train_qrels and args.llm:
+    from heal_rag.llms import resolve_llm
+
+    llm = resolve_llm(args.llm, model=args.llm_model, what="--llm")[0]  # fails now, not after loading
+    if args.train_qrels and llm is not None:
         raise ValueError("Give either --train-qrels or --llm, not both.")
     # every argument and output checked before minutes of loading and training
     from heal_rag.training.model_dir import check_output_dir
@@ -241,7 +222,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         queries: Any = dataset
     else:
         dataset = load_beir(corpus, split=None)
-        queries = load_llm(args.llm) if args.llm else "pseudo"
+        queries = llm if llm is not None else "pseudo"
     eval_queries = load_beir(corpus, split=eval_split).queries if eval_split else None
 
     hierarchy: Any = None
