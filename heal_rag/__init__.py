@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "heal_loss": "heal_rag.training",
     "HierarchicalBatchSampler": "heal_rag.training",
     "HEALFinetuneEngine": "heal_rag.training",
+    "HEALTrainingArguments": "heal_rag.training_args",
     # LlamaIndex
     "HEALEmbedding": "heal_rag.integrations",
     "HierarchicalRetriever": "heal_rag.integrations",
@@ -86,6 +87,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         HierarchicalBatchSampler,
         heal_loss,
     )
+    from heal_rag.training_args import HEALTrainingArguments
 
 
 def __getattr__(name: str) -> Any:

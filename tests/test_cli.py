@@ -195,7 +195,7 @@ def test_demo_refuses_a_foreign_output_folder_and_a_bad_llm(tmp_path, capsys):
     assert "holds no earlier heal-rag pipeline run" in err and "Traceback" not in err
     assert (tmp_path / "demo" / "hierarchy" / "x.bin").read_bytes() == b"1"  # left alone
     assert main(["demo", "--out", str(tmp_path / "other"), "--llm", "gpt-4"]) == 2
-    assert "'none', 'local'" in capsys.readouterr().err
+    assert "must be none, local" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()  # failed before writing anything
 
 

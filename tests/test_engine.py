@@ -24,7 +24,7 @@ from heal_rag.datasets import Document, documents_to_nodes, load_demo_dataset
 from heal_rag.errors import NotFittedError
 from heal_rag.hierarchy import HNMFk
 from heal_rag.model_dir import CONFIG_FILE, HIERARCHY_DIR
-from heal_rag.training import HEALFinetuneEngine, TrainingPair, load_model_dir
+from heal_rag.training import HEALFinetuneEngine, HEALTrainingArguments, TrainingPair, load_model_dir
 
 # A 2-level tree even on 40 documents: threshold -1 accepts any k (the default keeps so few in one topic).
 HNMFK_PARAMS = dict(
@@ -99,6 +99,8 @@ def test_heal_end_to_end_saves_a_directory_that_loads_and_embeds(heal_run):
     assert saved.hierarchy.doc_ids == [n.node_id for n in nodes]
     config = saved.config
     assert config["use_hierarchy"] is True and config["training"]["seed"] == 0
+    # the training block is the engine's settings object, and reads back as the same settings
+    assert HEALTrainingArguments.from_dict(config["training"]) == engine.args
     metrics = config["metrics"]
     assert metrics["steps"] == 2 and metrics["samples_per_second"] > 0 and metrics["training_wall_time_s"] > 0
     assert metrics["pair_sources"] == {"pseudo-title": 39}
@@ -259,7 +261,7 @@ def test_eval_overlap_can_be_refused(small_dataset, tmp_path):
     )
     with pytest.raises(ValueError, match="also evaluation queries"):
         engine.finetune()
-    engine.on_eval_overlap = "drop"
+    engine.args = engine.args.replace(on_eval_overlap="drop")
     engine.queries = pairs[:1]
     with pytest.raises(ValueError, match="Only 0 training pair"):
         engine.finetune()
@@ -376,20 +378,23 @@ def test_cli_finetune_bad_input(tiny_beir, tmp_path, capsys):
         assert "CUDA is not available" in capsys.readouterr().err
 
 
-def test_cli_llm_spec_is_loaded(tmp_path, monkeypatch):
-    from heal_rag.cli._finetune import load_llm
+def test_llm_spec_module_name_is_imported(tmp_path, monkeypatch):
+    from heal_rag.llms import resolve_llm
 
     (tmp_path / "my_test_llms.py").write_text(
         "from llama_index.core.llms import MockLLM\nllm = MockLLM()\ndef make():\n    return "
-        "MockLLM(max_tokens=3)\n"
+        "MockLLM(max_tokens=3)\nnot_an_llm = 3\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert load_llm("my_test_llms:llm").class_name() == "MockLLM"
-    assert load_llm("my_test_llms:make").max_tokens == 3
-    with pytest.raises(ValueError, match="no attribute 'missing'"):
-        load_llm("my_test_llms:missing")
-    with pytest.raises(ValueError, match="MODULE:NAME"):
-        load_llm("my_test_llms")
+    llm, description = resolve_llm("my_test_llms:llm")
+    assert llm.class_name() == "MockLLM" and description.startswith("MockLLM")
+    assert resolve_llm("my_test_llms:make")[0].max_tokens == 3
+    with pytest.raises(ValueError, match="--llm my_test_llms:missing: module .* has no attribute"):
+        resolve_llm("my_test_llms:missing", what="--llm")
+    with pytest.raises(ValueError, match="is not a LlamaIndex LLM"):
+        resolve_llm("my_test_llms:not_an_llm")
+    with pytest.raises(ValueError, match="must be none, local"):
+        resolve_llm("my_test_llms")
     sys.modules.pop("my_test_llms", None)
 
 
@@ -528,3 +533,13 @@ def test_get_finetuned_model_string_fallback_is_deprecated(small_dataset, tmp_pa
     monkeypatch.setitem(sys.modules, "heal_rag.integrations.embedding", None)
     with pytest.warns(DeprecationWarning, match="model_dir_"):
         assert engine.get_finetuned_model() == str(tmp_path / "m")
+
+
+def test_engine_takes_an_arguments_object_and_keyword_overrides(small_dataset, tmp_path):
+    base = HEALTrainingArguments(epochs=2, hard_negatives="none", seed=5)
+    engine = HEALFinetuneEngine(small_dataset.documents, args=base, output_dir=tmp_path / "m", epochs=3)
+    assert engine.args == base.replace(epochs=3) and base.epochs == 2  # the caller's object is not changed
+    with pytest.raises(TypeError, match="args must be a HEALTrainingArguments"):
+        HEALFinetuneEngine(small_dataset.documents, args={"epochs": 2}, output_dir=tmp_path / "m")
+    with pytest.raises(TypeError, match="Unknown training setting.*'learnin_rate'"):
+        HEALFinetuneEngine(small_dataset.documents, output_dir=tmp_path / "m", learnin_rate=1e-4)

@@ -2,7 +2,8 @@
 
 Layers, bottom to top (docs/ARCHITECTURE.md draws them):
 
-- core: data, artefact names, node-metadata keys, progress, errors, small checks. Imports no other layer,
+- core: data, artefact names, node-metadata keys, progress, errors, small checks, option names and the
+  training settings (``HEALTrainingArguments``). Imports no other layer,
   and neither torch nor LlamaIndex.
 - hierarchy (``heal_rag.hierarchy``): on core only; neither torch (except lazily, for the GPU kernels)
   nor LlamaIndex.
@@ -44,6 +45,7 @@ CORE = {
     "heal_rag._version",
     "heal_rag.datasets",
     "heal_rag.errors",
+    "heal_rag.training_args",  # the training settings: plain data, read by the CLI without torch
 }
 MODEL_DIR = {"heal_rag.model_dir"}
 

@@ -94,3 +94,27 @@ def test_prompt_longer_than_context_is_a_clear_error():
 @needs_model
 def test_default_llm_is_shared():
     assert default_llm() is default_llm()
+
+
+def test_resolve_llm_speaks_one_vocabulary():
+    from llama_index.core.llms import MockLLM
+
+    from heal_rag.llms import resolve_llm
+
+    assert resolve_llm(None) == (None, "none") and resolve_llm(" None ") == (None, "none")
+    mock = MockLLM()
+    assert resolve_llm(mock)[0] is mock
+    with pytest.raises(ValueError, match="--judge must be none, local.*got 'gpt-4'"):
+        resolve_llm("gpt-4", what="--judge")
+    with pytest.raises(TypeError, match="got int"):
+        resolve_llm(3)
+    # an endpoint is contacted up front: nothing listens on port 9
+    with pytest.raises(ValueError, match="Cannot reach the LLM endpoint http://127.0.0.1:9/v1"):
+        resolve_llm("http://127.0.0.1:9/v1")
+
+
+def test_make_endpoint_llm_old_import_path_warns():
+    from heal_rag.evaluation import rag
+
+    with pytest.warns(DeprecationWarning, match="moved to heal_rag.llms"):
+        assert rag.make_endpoint_llm is llms.make_endpoint_llm

@@ -75,7 +75,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--llm",
         default="none",
         help="answer generator: none (default: retrieval metrics only), local (offline SmolLM2-135M, "
-        "slow) or the URL of an OpenAI-compatible server (http://host:port/v1)",
+        "slow), the URL of an OpenAI-compatible server (http://host:port/v1), or MODULE:NAME (a LlamaIndex "
+        "LLM in an importable module)",
     )
     parser.add_argument("--llm-model", default="default", help="model name for an --llm URL")
     training = parser.add_argument_group("fine-tuning options")

@@ -42,11 +42,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="retriever for models that carry a topic hierarchy (others are flat); default flat",
     )
     parser.add_argument(
-        "--llm", default="none", help="generator: none (retrieval only), local, or an OpenAI-compatible URL"
+        "--llm",
+        default="none",
+        help="generator: none (retrieval only), local, an OpenAI-compatible URL, or MODULE:NAME (a "
+        "LlamaIndex LLM in an importable module)",
     )
     parser.add_argument("--llm-model", default="default", help="model name for an --llm URL")
     parser.add_argument(
-        "--judge", default="none", help="RAGAS judge: none, local, or an OpenAI-compatible URL (opt-in)"
+        "--judge",
+        default="none",
+        help="RAGAS judge (opt-in): none, local, an OpenAI-compatible URL, or MODULE:NAME",
     )
     parser.add_argument("--judge-model", default="default", help="model name for a --judge URL")
     parser.add_argument(
@@ -174,20 +179,9 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _llm(spec: str, model: str, what: str) -> Any:
-    spec = (spec or "none").strip()
-    if spec.lower() == "none":
-        return None
-    if spec.lower() == "local":
-        from heal_rag.llms import default_llm
+    from heal_rag.llms import resolve_llm
 
-        return default_llm()
-    if spec.startswith(("http://", "https://")):
-        from heal_rag.evaluation.rag import make_endpoint_llm
-
-        return make_endpoint_llm(spec, model=model)
-    raise InvalidValueError(
-        f"--{what} must be 'none', 'local' or an http(s) URL of an OpenAI-compatible server; got {spec!r}."
-    )
+    return resolve_llm(spec, model=model, what=f"--{what}")[0]
 
 
 def _config_names(models: list[str]) -> list[str]:

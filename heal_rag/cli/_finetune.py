@@ -6,17 +6,19 @@ The command mirrors :class:`heal_rag.HEALFinetuneEngine`: same names, same defau
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
-import sys
 from typing import Any
 
 from heal_rag._loss_options import CONTRAST_MODES, HARD_NEGATIVE_SOURCES, LEVEL_WEIGHT_PRESETS
 from heal_rag.cli._common import check_models, check_outputs, positive_int, require_corpus_folder
 from heal_rag.cli._hierarchy import add_hnmfk_arguments, hnmfk_params
 from heal_rag.errors import InvalidValueError
+from heal_rag.training_args import HEALTrainingArguments
 
 logger = logging.getLogger(__name__)
+
+#: the flags' defaults are the engine's: one source (the settings chosen on the SciFact dev split)
+DEFAULTS = HEALTrainingArguments()
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,16 +68,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--llm",
         default=None,
-        metavar="MODULE:NAME",
-        help="generate training questions with a LlamaIndex LLM: MODULE:NAME names an LLM object or a "
-        "function returning one (e.g. my_llms:make_llm)",
+        metavar="LLM",
+        help="generate training questions with an LLM: local, the URL of an OpenAI-compatible server, or "
+        "MODULE:NAME (a LlamaIndex LLM object, or a function returning one, e.g. my_llms:make_llm); "
+        "none or absent: offline pseudo-queries",
     )
+    parser.add_argument("--llm-model", default="default", help="model name for an --llm URL")
     parser.add_argument("--llm-cache", default=None, metavar="FILE", help="JSONL cache of LLM questions")
     parser.add_argument(
         "--questions-per-doc", type=positive_int, default=1, metavar="N", help="LLM questions per document"
     )
     training = parser.add_argument_group("training options")
-    training.add_argument("--epochs", type=positive_int, default=4, metavar="N", help="epochs (default: 4)")
+    training.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=DEFAULTS.epochs,
+        metavar="N",
+        help=f"passes over the pairs ({DEFAULTS.epochs})",
+    )
     training.add_argument(
         "--max-steps",
         type=positive_int,
@@ -86,21 +96,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     training.add_argument(
         "--batch-size",
         type=positive_int,
-        default=32,
+        default=DEFAULTS.batch_size,
         metavar="N",
-        help="batch size (32); HEAL's topic-balanced batches need at least 8 (2 topics x 2 leaves x 2 "
-        "documents with a 2-level hierarchy), --no-hierarchy at least 2",
+        help=f"batch size ({DEFAULTS.batch_size}); HEAL's topic-balanced batches need at least 8 (2 "
+        "topics x 2 leaves x 2 documents with a 2-level hierarchy), --no-hierarchy at least 2",
     )
     training.add_argument(
-        "--learning-rate", type=float, default=5e-5, metavar="LR", help="learning rate (5e-5)"
+        "--learning-rate",
+        type=float,
+        default=DEFAULTS.learning_rate,
+        metavar="LR",
+        help=f"learning rate ({DEFAULTS.learning_rate:g})",
     )
     training.add_argument(
-        "--temperature", type=float, default=0.05, metavar="T", help="HEAL temperature (0.05)"
+        "--temperature",
+        type=float,
+        default=DEFAULTS.temperature,
+        metavar="T",
+        help=f"HEAL temperature ({DEFAULTS.temperature:g})",
     )
     training.add_argument(
         "--contrast",
         choices=CONTRAST_MODES,
-        default="graded",
+        default=DEFAULTS.contrast,
         help="how the levels combine: a positive is contrasted with only that level's negatives (graded, "
         "default) or with every document of the batch (supcon), or one cross-entropy to a target spread "
         "over the tree (soft)",
@@ -108,14 +126,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     training.add_argument(
         "--hard-negatives",
         choices=HARD_NEGATIVE_SOURCES,
-        default="mined",
+        default=DEFAULTS.hard_negatives,
         help="one extra negative document per pair: mined (default: one of the nearest documents under "
         "the base model, with sentence-transformers' mine_hard_negatives), tree (a document of the same "
         "leaf topic; needs the hierarchy) or none",
     )
     training.add_argument(
         "--level-weights",
-        default="document-heavy",
+        default=DEFAULTS.level_weights,
         metavar="PRESET|W,...",
         help="λ per level: document-heavy (default), fine-heavy, coarse-heavy, uniform, or comma-separated "
         "floats (topic "
@@ -127,7 +145,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train on the topic levels only, without the document identity",
     )
     training.add_argument(
-        "--max-seq-length", type=positive_int, default=256, metavar="N", help="token limit (256)"
+        "--max-seq-length",
+        type=positive_int,
+        default=DEFAULTS.max_seq_length,
+        metavar="N",
+        help=f"token limit ({DEFAULTS.max_seq_length})",
     )
     training.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: automatic)")
     parser.add_argument("--overwrite", action="store_true", help="replace a model already in DIR")
@@ -149,35 +171,16 @@ def parse_level_weights(text: str) -> str | list[float]:
         ) from None
 
 
-def load_llm(spec: str) -> Any:
-    """Import ``MODULE:NAME`` and return the LlamaIndex LLM it names (calling it when it is a factory)."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise InvalidValueError(f"--llm must be MODULE:NAME (e.g. my_llms:make_llm); got {spec!r}.")
-    if "" not in sys.path and "." not in sys.path:
-        sys.path.insert(0, "")  # like `python -m`: modules in the working directory are importable
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise InvalidValueError(f"--llm {spec}: cannot import module {module_name!r} ({error}).") from None
-    try:
-        obj = getattr(module, attr)
-    except AttributeError:
-        raise InvalidValueError(f"--llm {spec}: module {module_name!r} has no attribute {attr!r}.") from None
-    if not callable(getattr(obj, "complete", None)) and callable(obj):
-        obj = obj()
-    if not callable(getattr(obj, "complete", None)):
-        raise InvalidValueError(f"--llm {spec} is not a LlamaIndex LLM (no complete() method).")
-    return obj
-
-
 def run_finetune(args: argparse.Namespace) -> int:
     """Run ``heal-rag finetune``."""
     from heal_rag.datasets import available_splits, load_beir
     from heal_rag.training.engine import HEALFinetuneEngine
 
     corpus = require_corpus_folder(args.corpus, layout="corpus.jsonl, queries.jsonl")
-    if args.train_qrels and args.llm:
+    from heal_rag.llms import resolve_llm
+
+    llm = resolve_llm(args.llm, model=args.llm_model, what="--llm")[0]  # fails now, not after loading
+    if args.train_qrels and llm is not None:
         raise InvalidValueError("Give either --train-qrels or --llm, not both.")
     # every argument and output checked before minutes of loading and training
     from heal_rag.model_dir import check_output_dir
@@ -185,7 +188,20 @@ def run_finetune(args: argparse.Namespace) -> int:
     check_output_dir(args.out, overwrite=args.overwrite)
     check_outputs((args.llm_cache, "--llm-cache", True))
     check_models([args.base_model], "--base-model")
-    level_weights = parse_level_weights(args.level_weights)
+    training = HEALTrainingArguments(  # every training flag validated before any loading
+        use_hierarchy=not args.no_hierarchy,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        temperature=args.temperature,
+        contrast=args.contrast,
+        hard_negatives=args.hard_negatives,
+        level_weights=parse_level_weights(args.level_weights),
+        use_document_level=not args.no_document_level,
+        max_seq_length=args.max_seq_length,
+        seed=args.seed,
+    )
     splits = available_splits(corpus)
     if args.eval_split is not None:
         if args.eval_split not in splits:
@@ -207,7 +223,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         queries: Any = dataset
     else:
         dataset = load_beir(corpus, split=None)
-        queries = load_llm(args.llm) if args.llm else "pseudo"
+        queries = llm if llm is not None else "pseudo"
     eval_queries = load_beir(corpus, split=eval_split).queries if eval_split else None
 
     hierarchy: Any = None
@@ -221,23 +237,12 @@ def run_finetune(args: argparse.Namespace) -> int:
     show_progress = None  # None: follow the heal_rag log level main() set (-q hides bars)
     engine = HEALFinetuneEngine(
         dataset.documents,
+        args=training,
         base_model=args.base_model,
         output_dir=args.out,
         hierarchy=hierarchy,
-        use_hierarchy=not args.no_hierarchy,
         queries=queries,
         eval_queries=eval_queries,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        temperature=args.temperature,
-        contrast=args.contrast,
-        hard_negatives=args.hard_negatives,
-        level_weights=level_weights,
-        use_document_level=not args.no_document_level,
-        max_steps=args.max_steps,
-        max_seq_length=args.max_seq_length,
-        seed=args.seed,
         device=args.device,
         overwrite=args.overwrite,
         query_cache_path=args.llm_cache,

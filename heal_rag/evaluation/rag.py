@@ -79,7 +79,6 @@ __all__ = [
     "load_pubmedqa_mixed",
     "METRIC_INFO",
     "ranked_configurations",
-    "make_endpoint_llm",
 ]
 
 CHECKPOINT_FORMAT = 1
@@ -1056,109 +1055,17 @@ def _read_lines(path: Path) -> Iterable[str]:
                 yield line
 
 
-# ------------------------------------------------------------------------------------------------------------
-# OpenAI-compatible endpoints (generator or judge given by URL)
-# ------------------------------------------------------------------------------------------------------------
+def __getattr__(name: str) -> Any:
+    # make_endpoint_llm moved to heal_rag.llms with the other LLM constructors (issue 11)
+    if name == "make_endpoint_llm":
+        import warnings
 
+        from heal_rag.llms import make_endpoint_llm
 
-def _openai_compatible_llm_class() -> type:
-    from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
-    from pydantic import Field
-
-    class OpenAICompatibleLLM(CustomLLM):
-        """A LlamaIndex LLM for an OpenAI-compatible ``/chat/completions`` server (vLLM, llama.cpp, ...).
-
-        Only the URL the user gives is contacted; the API key comes from ``api_key`` or
-        ``HEAL_RAG_LLM_API_KEY``
-        and may be empty (local servers need none).
-
-        Example:
-            >>> llm = make_endpoint_llm("http://localhost:8000/v1", model="qwen2.5")  # doctest: +SKIP
-
-        """
-
-        api_base: str = Field(description="Base URL, e.g. http://localhost:8000/v1")
-        model: str = Field(default="default", description="Model name sent to the server.")
-        api_key: str = Field(default="", description="Bearer token (optional).")
-        timeout: float = Field(default=120.0, gt=0, description="Seconds per request.")
-        max_tokens: int = Field(default=512, gt=0)
-        temperature: float = Field(default=0.0, ge=0)
-        context_window: int = Field(default=8192, gt=0)
-
-        @classmethod
-        def class_name(cls) -> str:
-            return "OpenAICompatibleLLM"
-
-        @property
-        def metadata(self) -> LLMMetadata:
-            return LLMMetadata(
-                model_name=self.model,
-                context_window=self.context_window,
-                num_output=self.max_tokens,
-                is_chat_model=False,
-            )
-
-        def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-            import httpx
-
-            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-            body = {
-                "model": self.model,
-                "messages": [{"role": "user", "content": prompt}],
-                "max_tokens": self.max_tokens,
-                "temperature": kwargs.get("temperature", self.temperature) or 0.0,
-            }
-            reply = httpx.post(
-                self.api_base.rstrip("/") + "/chat/completions",
-                json=body,
-                headers=headers,
-                timeout=self.timeout,
-            )
-            reply.raise_for_status()
-            return CompletionResponse(text=reply.json()["choices"][0]["message"]["content"] or "")
-
-        def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
-            yield self.complete(prompt, formatted=formatted, **kwargs)
-
-    return OpenAICompatibleLLM
-
-
-def make_endpoint_llm(
-    url: str,
-    *,
-    model: str = "default",
-    api_key: str | None = None,
-    timeout: float = 120.0,
-    check: bool = True,
-) -> Any:
-    """Build a LlamaIndex LLM for an OpenAI-compatible server, checked up front.
-
-    Args:
-        url: base URL ending in ``/v1`` (``http://`` or ``https://``).
-        model: model name to request.
-        api_key: bearer token; default ``HEAL_RAG_LLM_API_KEY`` from the environment (may be unset).
-        timeout: seconds per request.
-        check: contact ``GET {url}/models`` now, so an unreachable endpoint fails before the run starts.
-
-    Raises:
-        ValueError: on a URL that is not http(s) or a server that cannot be reached.
-
-    """
-    if not re.match(r"^https?://[^\s/]+", url or ""):
-        raise InvalidValueError(
-            f"An LLM endpoint must be an http(s) URL such as http://localhost:8000/v1; got {url!r}."
+        warnings.warn(
+            "heal_rag.evaluation.rag.make_endpoint_llm moved to heal_rag.llms.make_endpoint_llm.",
+            DeprecationWarning,
+            stacklevel=2,
         )
-    key = api_key if api_key is not None else os.environ.get("HEAL_RAG_LLM_API_KEY", "")
-    if check:
-        import httpx
-
-        try:
-            headers = {"Authorization": f"Bearer {key}"} if key else {}
-            httpx.get(url.rstrip("/") + "/models", headers=headers, timeout=min(timeout, 10.0))
-        except httpx.HTTPError as error:
-            raise InvalidValueError(
-                f"Cannot reach the LLM endpoint {url}: {type(error).__name__}: {error}. Start the "
-                "server or fix the "
-                "URL (it must serve the OpenAI API under /v1)."
-            ) from error
-    return _openai_compatible_llm_class()(api_base=url, model=model, api_key=key, timeout=timeout)
+        return make_endpoint_llm
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,12 +17,14 @@ from heal_rag.training.queries import (
     pairs_from_qrels,
 )
 from heal_rag.training.sampler import HierarchicalBatchSampler, heal_batch_sampler
+from heal_rag.training_args import HEALTrainingArguments
 
 __all__ = [
     "DEFAULT_QUERY_PROMPT",
     "HEALFinetuneEngine",
     "HEALLoss",
     "HEALModelDir",
+    "HEALTrainingArguments",
     "HierarchicalBatchSampler",
     "LLMQueryGenerator",
     "TrainingPair",

@@ -26,9 +26,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from heal_rag._loss_options import check_contrast, check_hard_negatives
 from heal_rag._models import load_sentence_transformer, resolve_model_name
 from heal_rag._node_metadata import write_topic_path
 from heal_rag._progress import show_progress as resolve_show_progress
@@ -46,6 +45,7 @@ from heal_rag.training.queries import (
     pairs_from_qa_json,
     pairs_from_qrels,
 )
+from heal_rag.training_args import HEALTrainingArguments
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer
@@ -102,6 +102,11 @@ def _check_device(device: str | None) -> str | None:
     raise InvalidValueError(f"device must be 'cpu', 'cuda', 'cuda:N', 'mps' or None. Got {device!r} instead.")
 
 
+def _json_scalars(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Keep the entries of ``settings`` that heal_config.json records as is (numbers, strings, bools)."""
+    return {k: v for k, v in dict(settings).items() if isinstance(v, (int, float, str, bool))}
+
+
 def _versions() -> dict[str, str]:
     from importlib import metadata
 
@@ -121,14 +126,16 @@ class HEALFinetuneEngine:
         documents: the corpus: heal-rag :class:`~heal_rag.datasets.Document` objects, LlamaIndex nodes or
             Documents, or a :class:`~heal_rag.datasets.RetrievalDataset` (its corpus). Ids must be unique and
             every document must have text.
+        args: the training settings (:class:`~heal_rag.HEALTrainingArguments`: schedule, loss, negatives,
+            seed; its defaults were chosen on a SciFact dev split). ``None`` takes the defaults.
+        **training: any field of :class:`~heal_rag.HEALTrainingArguments` (``epochs=2``,
+            ``use_hierarchy=False``, ``hard_negatives="tree"``, ...), applied on top of ``args``.
         base_model: a sentence-transformers model name or local path; ``None`` is the bundled offline copy of
             all-MiniLM-L6-v2.
         output_dir: where the HEAL model directory is saved.
         hierarchy: a fitted :class:`~heal_rag.hierarchy.Hierarchy` over exactly these documents, a dict of
             :class:`~heal_rag.hierarchy.HNMFk` parameters, or ``None`` (HNMFk with its defaults). The
             hierarchy is fit on the documents' full texts (title and body).
-        use_hierarchy: ``False`` trains the flat baseline with the same code and data: no hierarchy, labels
-            are the document identity only (the loss is then MultipleNegativesRankingLoss).
         queries: the training queries: ``"pseudo"`` (offline, see
             :func:`~heal_rag.training.queries.make_pseudo_queries`), a LlamaIndex LLM (questions generated per
             document, see :func:`~heal_rag.training.queries.generate_llm_queries`), a list of
@@ -136,48 +143,22 @@ class HEALFinetuneEngine:
             path of an ``EmbeddingQAFinetuneDataset`` JSON.
         eval_queries: evaluation queries (texts, ``{id: text}`` or a RetrievalDataset split) that must never
             be trained on.
-        on_eval_overlap: what to do with training pairs whose query is an evaluation query (compared
-            case-, space- and punctuation-insensitively): ``"drop"`` (default: removed, counted in the log
-            and in ``heal_config.json``) or ``"raise"``. Either way the engine never trains on them.
-        epochs, batch_size, learning_rate, warmup_ratio, max_steps: training schedule; ``max_steps``
-            (if set) overrides ``epochs``. The defaults (4 epochs at 5e-5) were chosen on a dev split of
-            SciFact's train claims: at 2e-5 dev nDCG@10 was still rising after 4 epochs and stayed 0.02-0.03
-            below 5e-5, whose curve levels off by epochs 3-4 (evals/results/study_heal.md).
-        temperature: HEAL softmax temperature τ.
-        contrast: how the levels are combined: ``"graded"`` (a positive is contrasted only with the
-            negatives of its level), ``"supcon"`` (with every document of the batch) or ``"soft"`` (one
-            cross-entropy to a target spread over the tree); see :func:`~heal_rag.training.loss.heal_loss`.
-        hard_negatives: one extra document per pair that the query must rank below its own:
-            ``"mined"`` (default; best on the SciFact dev split with both the flat and the HEAL loss): one
-            of the nearest documents under the base model, from sentence-transformers'
-            ``mine_hard_negatives`` (the corpus is embedded once more before training); ``"tree"``: a
-            document of the same leaf topic, else of the nearest topic above (the hierarchy as hard
-            negatives; needs ``use_hierarchy=True``); ``"none"``: in-batch negatives only. Documents
-            paired with the same query are never its negatives.
-        hard_negative_kwargs: overrides for ``mine_hard_negatives`` with ``hard_negatives="mined"``
-            (see :func:`~heal_rag.training.negatives.mined_negatives`).
         dev_set: a RetrievalDataset split (queries, qrels and a corpus, which may be a sample of the
             whole) to evaluate on after every epoch with sentence-transformers'
             ``InformationRetrievalEvaluator``; the epoch with the best dev nDCG@10 is kept and the curve
             recorded in ``metrics_["dev_history"]``. Its queries are never trained on.
-        level_weights: λ per level: ``"document-heavy"`` (default), ``"fine-heavy"``, ``"coarse-heavy"``,
-            ``"uniform"`` or one float per
-            level (topic levels coarse to fine, then the document level).
-        use_document_level: keep the document identity as the finest level (the HEAL default).
-        max_seq_length: token limit of the model while training (and after).
-        seed: seeds the hierarchy (when built here), the pseudo-queries, the sampler and the trainer.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``None`` (the trainer's choice). Asking
             for a device that is absent is an error.
         overwrite: replace a model already in ``output_dir``.
         query_cache_path: JSONL cache of LLM questions (only used when ``queries`` is an LLM).
         llm_kwargs: extra arguments of :func:`~heal_rag.training.queries.generate_llm_queries`
             (``num_questions_per_doc``, ``prompt_template``, ``max_retries``, ``timeout``).
-        pseudo_query_mode: ``mode`` of :func:`~heal_rag.training.queries.make_pseudo_queries`.
-        sampler_kwargs: extra arguments of the HEAL batch sampler.
-        mixed_precision: ``None`` (float32), ``"fp16"`` or ``"bf16"`` (GPU).
         checkpoint_dir: save trainer checkpoints there each epoch; ``None`` (default) saves none.
         show_progress: progress bars; ``None`` (default) shows them when the ``heal_rag`` logger is
             enabled for INFO (``TQDM_DISABLE=1`` always hides them).
+
+    Attributes:
+        args: the validated :class:`~heal_rag.HEALTrainingArguments` this engine trains with.
 
     Attributes (after :meth:`finetune`):
         hierarchy_: the hierarchy used (``None`` in flat mode).
@@ -204,37 +185,27 @@ class HEALFinetuneEngine:
         self,
         documents: Sequence[Any] | RetrievalDataset,
         *,
+        args: HEALTrainingArguments | None = None,
         base_model: str | None = None,
         output_dir: str | os.PathLike[str] = "heal-model",
         hierarchy: Hierarchy | Mapping[str, Any] | None = None,
-        use_hierarchy: bool = True,
         queries: Any = "pseudo",
         eval_queries: Iterable[str] | Mapping[str, str] | RetrievalDataset | None = None,
-        on_eval_overlap: Literal["drop", "raise"] = "drop",
-        epochs: int = 4,
-        batch_size: int = 32,
-        learning_rate: float = 5e-5,
-        warmup_ratio: float = 0.1,
-        temperature: float = 0.05,
-        contrast: Literal["supcon", "graded", "soft"] = "graded",
-        hard_negatives: Literal["none", "tree", "mined"] = "mined",
-        hard_negative_kwargs: Mapping[str, Any] | None = None,
         dev_set: RetrievalDataset | None = None,
-        level_weights: str | Sequence[float] = "document-heavy",
-        use_document_level: bool = True,
-        max_steps: int | None = None,
-        max_seq_length: int = 256,
-        seed: int = 0,
         device: str | None = None,
         overwrite: bool = False,
         query_cache_path: str | os.PathLike[str] | None = None,
         llm_kwargs: Mapping[str, Any] | None = None,
-        pseudo_query_mode: Literal["auto", "title", "sentence", "both"] = "auto",
-        sampler_kwargs: Mapping[str, Any] | None = None,
-        mixed_precision: Literal["fp16", "bf16"] | None = None,
         checkpoint_dir: str | os.PathLike[str] | None = None,
         show_progress: bool | None = None,
+        **training: Any,
     ) -> None:
+        if args is not None and not isinstance(args, HEALTrainingArguments):
+            raise InvalidTypeError(
+                f"args must be a HEALTrainingArguments. Got {type(args).__name__} instead."
+            )
+        # every training setting validated once, before any work
+        self.args = (args or HEALTrainingArguments()).replace(**training)
         if hasattr(documents, "corpus") and hasattr(documents, "qrels"):  # a RetrievalDataset
             documents = list(documents.corpus.values())
         self.documents = list(documents)
@@ -252,9 +223,8 @@ class HEALFinetuneEngine:
         self.output_dir = Path(output_dir)
         self.overwrite = bool(overwrite)
         check_output_dir(self.output_dir, overwrite=self.overwrite)  # fail before hours of training
-        self.use_hierarchy = bool(use_hierarchy)
         self.hierarchy = hierarchy
-        if self.use_hierarchy:
+        if self.args.use_hierarchy:
             self._check_hierarchy_arg(hierarchy)
         elif hierarchy is not None:
             logger.warning("use_hierarchy=False: the given hierarchy is ignored (flat baseline).")
@@ -270,53 +240,6 @@ class HEALFinetuneEngine:
                 referenced = [p.doc_id for p in queries]
             self._check_known_documents(referenced)
         self.eval_queries = eval_queries
-        if on_eval_overlap not in {"drop", "raise"}:
-            raise InvalidValueError(f"on_eval_overlap must be 'drop' or 'raise'; got {on_eval_overlap!r}.")
-        self.on_eval_overlap = on_eval_overlap
-        for name, value, low in (("epochs", epochs, 1), ("max_seq_length", max_seq_length, 8)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise InvalidValueError(
-                    f"The '{name}' parameter must be an integer >= {low}. Got {value!r} instead."
-                )
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 2:
-            raise InvalidValueError(
-                f"The 'batch_size' parameter must be an integer >= 2 (in-batch negatives need at least two "
-                f"pairs per batch). Got {batch_size!r} instead."
-            )
-        if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
-            raise InvalidValueError(
-                f"The 'max_steps' parameter must be a positive integer or None. Got {max_steps!r}."
-            )
-        if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < 1):
-            raise InvalidValueError(
-                f"The 'learning_rate' parameter must be in (0, 1). Got {learning_rate!r} instead."
-            )
-        if not (isinstance(warmup_ratio, (int, float)) and 0 <= warmup_ratio < 1):
-            raise InvalidValueError(
-                f"The 'warmup_ratio' parameter must be in [0, 1). Got {warmup_ratio!r} instead."
-            )
-        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-            raise InvalidValueError(f"The 'temperature' parameter must be > 0. Got {temperature!r} instead.")
-        if mixed_precision not in (None, "fp16", "bf16"):
-            raise InvalidValueError(
-                f"mixed_precision must be None, 'fp16' or 'bf16'. Got {mixed_precision!r} instead."
-            )
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.learning_rate = float(learning_rate)
-        self.warmup_ratio = float(warmup_ratio)
-        self.temperature = float(temperature)
-        check_contrast(contrast)
-        self.contrast = contrast
-        check_hard_negatives(hard_negatives)
-        if hard_negatives == "tree" and not self.use_hierarchy:
-            raise InvalidValueError(
-                "hard_negatives='tree' draws negatives from the topic hierarchy, so it needs "
-                "use_hierarchy=True (for the flat loss with tree negatives, give level_weights with 0 for "
-                "every topic level)."
-            )
-        self.hard_negatives = hard_negatives
-        self.hard_negative_kwargs = dict(hard_negative_kwargs or {})
         if dev_set is not None and not (hasattr(dev_set, "qrels") and hasattr(dev_set, "corpus")):
             raise InvalidTypeError(
                 "dev_set must be a RetrievalDataset split (queries, qrels, corpus). Got "
@@ -325,23 +248,9 @@ class HEALFinetuneEngine:
         if dev_set is not None and not dev_set.qrels:
             raise InvalidValueError("dev_set has no qrels: load a split with judgments to evaluate on.")
         self.dev_set = dev_set
-        self.level_weights = (
-            level_weights if isinstance(level_weights, str) else [float(w) for w in level_weights]
-        )
-        self.use_document_level = bool(use_document_level)
-        if not self.use_hierarchy and not self.use_document_level:
-            raise InvalidValueError(
-                "use_hierarchy=False and use_document_level=False leave no level to train on."
-            )
-        self.max_steps = max_steps
-        self.max_seq_length = max_seq_length
-        self.seed = int(seed)
         self.device = _check_device(device)
         self.query_cache_path = query_cache_path
         self.llm_kwargs = dict(llm_kwargs or {})
-        self.pseudo_query_mode = pseudo_query_mode
-        self.sampler_kwargs = dict(sampler_kwargs or {})
-        self.mixed_precision = mixed_precision
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.show_progress = show_progress
         self.hierarchy_: Hierarchy | None = None
@@ -520,7 +429,7 @@ class HEALFinetuneEngine:
         from heal_rag.hierarchy import HNMFk
 
         params = dict(self.hierarchy or {})
-        params.setdefault("random_state", self.seed)
+        params.setdefault("random_state", self.args.seed)
         params.setdefault("show_progress", self._show_progress())
         texts = [full_text(title, body) for _, title, body in self._records]
         ids = [r[0] for r in self._records]
@@ -567,8 +476,8 @@ class HEALFinetuneEngine:
         queries = self.queries
         info: dict[str, Any] = {}
         if isinstance(queries, str) and queries == "pseudo":
-            pairs = make_pseudo_queries(self.documents, seed=self.seed, mode=self.pseudo_query_mode)
-            info["queries"] = f"pseudo ({self.pseudo_query_mode})"
+            pairs = make_pseudo_queries(self.documents, seed=self.args.seed, mode=self.args.pseudo_query_mode)
+            info["queries"] = f"pseudo ({self.args.pseudo_query_mode})"
         elif isinstance(queries, (str, os.PathLike)):
             pairs = pairs_from_qa_json(queries)
             info["queries"] = f"EmbeddingQAFinetuneDataset JSON {os.fspath(queries)}"
@@ -600,11 +509,11 @@ class HEALFinetuneEngine:
             eval_queries = self.eval_queries
             if hasattr(eval_queries, "queries") and hasattr(eval_queries, "qrels"):
                 eval_queries = eval_queries.queries
-            pairs, dropped = exclude_eval_queries(pairs, eval_queries, on_overlap=self.on_eval_overlap)
+            pairs, dropped = exclude_eval_queries(pairs, eval_queries, on_overlap=self.args.on_eval_overlap)
         info["dropped_eval_overlap"] = dropped
         if self.dev_set is not None:
             pairs, info["dropped_dev_overlap"] = exclude_eval_queries(
-                pairs, self.dev_set.queries, on_overlap=self.on_eval_overlap
+                pairs, self.dev_set.queries, on_overlap=self.args.on_eval_overlap
             )
         if len(pairs) < 2:
             raise InvalidValueError(
@@ -630,11 +539,11 @@ class HEALFinetuneEngine:
         from heal_rag.training.sampler import heal_batch_sampler
 
         kwargs: dict[str, Any] = {"label_width": label_width}
-        if self.hard_negatives != "none":
+        if self.args.hard_negatives != "none":
             # A negative may be another pair's positive in the same batch: the labels say so (same document
             # id), so only the pairs' own texts must not repeat.
             kwargs["dedup_columns"] = ["anchor", "positive"]
-        return heal_batch_sampler(**kwargs, **self.sampler_kwargs)
+        return heal_batch_sampler(**kwargs, **self.args.sampler_kwargs)
 
     def _hard_negative_rows(
         self, pairs: list[TrainingPair], positives: list[str], texts: list[str], hierarchy: Hierarchy | None
@@ -649,8 +558,8 @@ class HEALFinetuneEngine:
         for p in pairs:
             judged.setdefault(p.query, set()).add(doc_row[p.doc_id])
         exclude = [judged[p.query] for p in pairs]
-        rng = np.random.default_rng(self.seed)
-        if self.hard_negatives == "tree":
+        rng = np.random.default_rng(self.args.seed)
+        if self.args.hard_negatives == "tree":
             assert hierarchy is not None  # checked in __init__
             tree_row = {str(d): i for i, d in enumerate(hierarchy.doc_ids)}
             paths = hierarchy.paths[[tree_row[r[0]] for r in self._records]]
@@ -663,10 +572,10 @@ class HEALFinetuneEngine:
             exclude,
             rng,
             model_name=resolve_model_name(self.base_model),
-            max_seq_length=self.max_seq_length,
+            max_seq_length=self.args.max_seq_length,
             device=self.device,
             show_progress=self._show_progress(),
-            mining_kwargs=self.hard_negative_kwargs,
+            mining_kwargs=self.args.hard_negative_kwargs,
         )
 
     def _dev_evaluator(self) -> Any:
@@ -712,7 +621,7 @@ class HEALFinetuneEngine:
         start = time.perf_counter()
         hierarchy = None
         hierarchy_seconds = 0.0
-        if self.use_hierarchy:
+        if self.args.use_hierarchy:
             hierarchy = self._build_hierarchy()
             hierarchy_seconds = time.perf_counter() - start
             self._warn_if_degenerate(hierarchy)
@@ -727,7 +636,7 @@ class HEALFinetuneEngine:
             "positive": self._positive_texts(pairs, texts),
         }
         label_width = len(labels[0])
-        if self.hard_negatives != "none":
+        if self.args.hard_negatives != "none":
             negative_rows, info["hard_negatives"] = self._hard_negative_rows(
                 pairs, columns["positive"], texts, hierarchy
             )
@@ -745,29 +654,29 @@ class HEALFinetuneEngine:
         try:
             probe = sampler_factory(
                 dataset,
-                batch_size=self.batch_size,
+                batch_size=self.args.batch_size,
                 drop_last=False,
                 valid_label_columns=["label"],
-                seed=self.seed,
+                seed=self.args.seed,
             )
             steps_per_epoch = max(1, len(probe))
         except ValueError as error:
             raise InvalidValueError(f"The batch sampler refuses this configuration: {error}") from error
-        total_steps = self.max_steps or self.epochs * steps_per_epoch
+        total_steps = self.args.max_steps or self.args.epochs * steps_per_epoch
 
         model_name = resolve_model_name(self.base_model)
         model = load_sentence_transformer(model_name, device=self.device, what="base_model")
-        model.max_seq_length = self.max_seq_length
+        model.max_seq_length = self.args.max_seq_length
         loss = HEALLoss(
             model,
-            level_weights=self.level_weights,
-            temperature=self.temperature,
-            use_hierarchy=self.use_hierarchy,
-            use_document_level=self.use_document_level,
-            contrast=self.contrast,
+            level_weights=self.args.level_weights,
+            temperature=self.args.temperature,
+            use_hierarchy=self.args.use_hierarchy,
+            use_document_level=self.args.use_document_level,
+            contrast=self.args.contrast,
         )
         # Fail on a wrong number of level weights now rather than at the first step.
-        n_active = (hierarchy.n_levels if hierarchy is not None else 0) + int(self.use_document_level)
+        n_active = (hierarchy.n_levels if hierarchy is not None else 0) + int(self.args.use_document_level)
         loss.resolve_level_weights(n_active)
 
         # A dev set needs checkpoints to return to the best epoch; they go to a temporary folder.
@@ -776,15 +685,15 @@ class HEALFinetuneEngine:
         evaluator = self._dev_evaluator() if self.dev_set is not None else None
         dev_metric = "eval_dev_cosine_ndcg@10"
         save_strategy = "epoch" if (self.checkpoint_dir or evaluator is not None) else "no"
-        args = SentenceTransformerTrainingArguments(
+        trainer_args = SentenceTransformerTrainingArguments(
             output_dir=str(trainer_dir),
-            num_train_epochs=self.epochs,
-            max_steps=self.max_steps or -1,
-            per_device_train_batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            warmup_steps=int(math.ceil(self.warmup_ratio * total_steps)),
-            seed=self.seed,
-            data_seed=self.seed,
+            num_train_epochs=self.args.epochs,
+            max_steps=self.args.max_steps or -1,
+            per_device_train_batch_size=self.args.batch_size,
+            learning_rate=self.args.learning_rate,
+            warmup_steps=int(math.ceil(self.args.warmup_ratio * total_steps)),
+            seed=self.args.seed,
+            data_seed=self.args.seed,
             batch_sampler=sampler_factory,
             save_strategy=save_strategy,
             eval_strategy="epoch" if evaluator is not None else "no",
@@ -796,13 +705,13 @@ class HEALFinetuneEngine:
             logging_steps=max(1, total_steps // 50),
             disable_tqdm=not self._show_progress(),
             use_cpu=self.device == "cpu",
-            fp16=self.mixed_precision == "fp16",
-            bf16=self.mixed_precision == "bf16",
+            fp16=self.args.mixed_precision == "fp16",
+            bf16=self.args.mixed_precision == "bf16",
             dataloader_drop_last=False,
             dataloader_pin_memory=torch.cuda.is_available() and self.device != "cpu",
         )
         trainer = SentenceTransformerTrainer(
-            model=model, args=args, train_dataset=dataset, loss=loss, evaluator=evaluator
+            model=model, args=trainer_args, train_dataset=dataset, loss=loss, evaluator=evaluator
         )
         # transformers writes every log dict (loss, per-level losses) between progress-bar redraws, or prints
         # it without bars. They go to the log instead (LOSS_LOGGER, shown by `heal-rag -v`) and, through
@@ -810,7 +719,7 @@ class HEALFinetuneEngine:
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
         trainer.remove_callback(PrinterCallback)
-        if not args.disable_tqdm:
+        if not trainer_args.disable_tqdm:
             trainer.remove_callback(ProgressCallback)
             trainer.add_callback(_progress_callback_class()())
         trainer.add_callback(_loss_logging_callback_class()())
@@ -820,8 +729,8 @@ class HEALFinetuneEngine:
             len(pairs),
             info["pair_sources"],
             total_steps,
-            self.batch_size,
-            "HEAL" if self.use_hierarchy else "flat",
+            self.args.batch_size,
+            "HEAL" if self.args.use_hierarchy else "flat",
         )
         train_start = time.perf_counter()
         try:
@@ -853,8 +762,8 @@ class HEALFinetuneEngine:
             "hierarchy_wall_time_s": round(hierarchy_seconds, 3),
             "total_wall_time_s": round(time.perf_counter() - start, 3),
             "steps": steps,
-            "samples_seen": steps * self.batch_size,
-            "samples_per_second": round(steps * self.batch_size / train_seconds, 3)
+            "samples_seen": steps * self.args.batch_size,
+            "samples_per_second": round(steps * self.args.batch_size / train_seconds, 3)
             if train_seconds
             else None,
             "train_loss": float(output.training_loss),
@@ -867,35 +776,21 @@ class HEALFinetuneEngine:
         config = {
             "base_model": self.base_model or "sentence-transformers/all-MiniLM-L6-v2 (bundled copy)",
             "base_model_path": model_name,
-            "use_hierarchy": self.use_hierarchy,
+            "use_hierarchy": self.args.use_hierarchy,
             "training": {
-                "epochs": self.epochs,
-                "max_steps": self.max_steps,
-                "batch_size": self.batch_size,
-                "learning_rate": self.learning_rate,
-                "warmup_ratio": self.warmup_ratio,
-                "temperature": self.temperature,
-                "contrast": self.contrast,
-                "hard_negatives": self.hard_negatives,
+                **self.args.to_dict(),
+                "hard_negative_kwargs": _json_scalars(self.args.hard_negative_kwargs),
+                "sampler_kwargs": _json_scalars(self.args.sampler_kwargs),
                 "dev_set": None if self.dev_set is None else getattr(self.dev_set, "name", "given"),
-                "level_weights": self.level_weights,
                 "resolved_level_weights": loss.resolve_level_weights(n_active),
-                "use_document_level": self.use_document_level,
-                "max_seq_length": self.max_seq_length,
-                "seed": self.seed,
                 "device": str(model.device),
-                "world_size": int(args.world_size),
-                "mixed_precision": self.mixed_precision,
+                "world_size": int(trainer_args.world_size),
                 "sampler": {"name": getattr(sampler_factory, "__name__", type(sampler_factory).__name__)}
-                | {k: v for k, v in self.sampler_kwargs.items() if isinstance(v, (int, float, str, bool))},
+                | _json_scalars(self.args.sampler_kwargs),
                 "hnmfk": None
-                if not self.use_hierarchy
+                if not self.args.use_hierarchy
                 or (self.hierarchy is not None and not isinstance(self.hierarchy, Mapping))
-                else {
-                    k: v
-                    for k, v in dict(self.hierarchy or {}).items()
-                    if isinstance(v, (int, float, str, bool))
-                },
+                else _json_scalars(self.hierarchy or {}),
             },
             "metrics": metrics,
             "versions": _versions(),
