@@ -448,6 +448,28 @@ def available_splits(folder: str | os.PathLike[str]) -> list[str]:
     return sorted(p.name[: -len(".tsv")] for p in qrels_dir.iterdir() if p.name.endswith(".tsv"))
 
 
+def check_train_split(
+    train_split: str | None, eval_split: str | None, *, train_name: str = "train_split", advice: str = ""
+) -> None:
+    """Refuse to train on the split that is evaluated on (its queries would leak into training).
+
+    The one split-level check of the engine, the pipeline and ``heal-rag finetune``; the engine also drops
+    any single training query that is an evaluation query (``exclude_eval_queries``).
+
+    Example:
+        >>> check_train_split("train", "test")  # fine
+        >>> check_train_split("test", "test")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        heal_rag.errors.InvalidValueError: train_split 'test' is the evaluation split: ...
+
+    """
+    if train_split is not None and train_split == eval_split:
+        raise InvalidValueError(
+            f"{train_name} {train_split!r} is the evaluation split: training on it would leak the evaluation "
+            f"queries. Train on another split (e.g. 'train'){advice}."
+        )
+
+
 def load_queries(path: str | os.PathLike[str]) -> dict[str, str]:
     """Read a BEIR ``queries.jsonl`` (``_id``, ``text``; other fields ignored) into ``{query_id: text}``."""
     path = Path(path)

@@ -182,6 +182,7 @@ def _resolve_inputs(
     from heal_rag.datasets import (
         RetrievalDataset,
         available_splits,
+        check_train_split,
         demo_corpus_path,
         load_beir,
         load_corpus,
@@ -209,11 +210,7 @@ def _resolve_inputs(
             "Pass split=<one of them> (CLI: --split)."
         )
     if folder is not None and split in splits:
-        if train_split is not None and train_split == split:
-            raise InvalidValueError(
-                f"train_split {train_split!r} is the evaluation split: training on it would leak the "
-                "evaluation questions. Use another split, or None for offline pseudo-queries."
-            )
+        check_train_split(train_split, split, advice=", or None for offline pseudo-queries")
         eval_dataset = load_beir(folder, split=split)
         documents = eval_dataset.documents
         questions = QuestionSet.from_dataset(eval_dataset, max_questions=max_questions, seed=seed)

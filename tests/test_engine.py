@@ -543,3 +543,10 @@ def test_engine_takes_an_arguments_object_and_keyword_overrides(small_dataset, t
         HEALFinetuneEngine(small_dataset.documents, args={"epochs": 2}, output_dir=tmp_path / "m")
     with pytest.raises(TypeError, match="Unknown training setting.*'learnin_rate'"):
         HEALFinetuneEngine(small_dataset.documents, output_dir=tmp_path / "m", learnin_rate=1e-4)
+
+
+def test_from_beir_refuses_to_train_on_the_evaluation_split(tiny_beir, tmp_path):
+    # before, from_beir(train_split="test") skipped the exclusion silently and trained on the test queries
+    with pytest.raises(ValueError, match="train_split 'test' is the evaluation split"):
+        HEALFinetuneEngine.from_beir(tiny_beir, train_split="test", output_dir=tmp_path / "m")
+    assert main(["finetune", str(tiny_beir), "--out", str(tmp_path / "m"), "--train-qrels", "test"]) == 2

@@ -173,7 +173,7 @@ def parse_level_weights(text: str) -> str | list[float]:
 
 def run_finetune(args: argparse.Namespace) -> int:
     """Run ``heal-rag finetune``."""
-    from heal_rag.datasets import available_splits, load_beir
+    from heal_rag.datasets import available_splits, check_train_split, load_beir
     from heal_rag.training.engine import HEALFinetuneEngine
 
     corpus = require_corpus_folder(args.corpus, layout="corpus.jsonl, queries.jsonl")
@@ -212,11 +212,9 @@ def run_finetune(args: argparse.Namespace) -> int:
         eval_split: str | None = args.eval_split
     else:
         eval_split = "test" if "test" in splits else None
-    if args.train_qrels is not None and args.train_qrels == eval_split:
-        raise InvalidValueError(
-            f"--train-qrels {args.train_qrels!r} is the evaluation split: training on it would leak the test "
-            "queries. Train on another split (e.g. train), or set --eval-split."
-        )
+    check_train_split(
+        args.train_qrels, eval_split, train_name="--train-qrels", advice=", or set --eval-split"
+    )
 
     if args.train_qrels is not None:
         dataset = load_beir(corpus, split=args.train_qrels)

@@ -303,9 +303,11 @@ class HEALFinetuneEngine:
             **kwargs: the other constructor arguments.
 
         """
-        from heal_rag.datasets import available_splits, load_beir
+        from heal_rag.datasets import available_splits, check_train_split, load_beir
 
         folder = Path(folder)
+        if eval_split in available_splits(folder):
+            check_train_split(train_split, eval_split)  # was skipped silently: training on test
         if train_split is None:
             dataset = load_beir(folder, split=None)
         else:
