@@ -22,6 +22,8 @@ Steps and the files they leave in ``out_dir``:
 Re-running into the same ``out_dir`` resumes: a step whose inputs (corpus, parameters, upstream steps) are
 unchanged is reused, a step whose inputs changed is redone, and everything downstream of a redone step is
 redone too, so a report never mixes results of different runs. ``restart=True`` redoes everything.
+Steps 1-3 are :class:`_Stage` objects (the key of their inputs, how to load their saved output, how to make
+it, what a rerun makes stale) run in order by one :class:`_StageRunner`.
 
 Evaluation questions by corpus kind:
 
@@ -339,6 +341,56 @@ def _save_state(out: Path, state: dict[str, Any]) -> None:
     atomic_write_json(out / STATE_FILE, state)
 
 
+@dataclass(frozen=True)
+class _Stage:
+    """One resumable step: the key of its inputs, how to load its saved output, how to (re)make it."""
+
+    name: str  # its key in pipeline.json's "stages" and its on_step name
+    key: str  # hash of everything its output depends on
+    load: Callable[[], Any]  # the saved output, or None when it is missing or unusable
+    run: Callable[[], Any]  # make (and save) the output
+    invalidates: tuple[str, ...]  # files and folders under out/ that a rerun makes stale
+    reusing: str  # log lines
+    running: str
+
+
+class _StageRunner:
+    """Runs stages in order: reuse what an earlier run left when its key matches, else remake it."""
+
+    def __init__(
+        self,
+        out: Path,
+        old_stages: Mapping[str, str],
+        state: dict[str, Any],
+        timings: dict[str, float],
+        reused: list[str],
+        on_step: Callable[[str, Any], None] | None,
+    ) -> None:
+        self.out, self.old_stages, self.state = out, old_stages, state
+        self.timings, self.reused, self.on_step = timings, reused, on_step
+        self.rebuilt = False  # whether any stage so far was remade (later outputs are then stale)
+
+    def run(self, stage: _Stage, *, force: bool = False) -> Any:
+        start = time.perf_counter()
+        value = None
+        if not force and self.old_stages.get(stage.name) == stage.key:
+            value = stage.load()
+        if value is not None:
+            self.reused.append(stage.name)
+            logger.info(stage.reusing)
+        else:
+            self.rebuilt = True
+            _remove(self.out, stage.invalidates)
+            logger.info(stage.running)
+            value = stage.run()
+        self.state["stages"][stage.name] = stage.key
+        _save_state(self.out, self.state)
+        self.timings[stage.name] = round(time.perf_counter() - start, 2)
+        if self.on_step is not None:
+            self.on_step(stage.name, value)
+        return value
+
+
 # ------------------------------------------------------------------------------------------------------------
 # the run
 # ------------------------------------------------------------------------------------------------------------
@@ -497,29 +549,11 @@ def run_pipeline(
     new_state: dict[str, Any] = {"format": STATE_FORMAT, "config": config, "stages": {}, "status": "running"}
     _save_state(out, new_state)
 
-    # 1. topic hierarchy ----------------------------------------------------------------------------------
-    step_start = time.perf_counter()
-    hierarchy_key = _hash({"corpus": corpus_fp, "params": config["hnmfk"], "seed": seed})
-    hierarchy = None
-    if old_stages.get("hierarchy") == hierarchy_key:
-        hierarchy = _load_hierarchy(out / HIERARCHY_SUBDIR, inputs.documents)
-        if hierarchy is not None:
-            reused.append("hierarchy")
-            logger.info("Step 1/5: reusing the topic hierarchy in %s", out / HIERARCHY_SUBDIR)
-    rebuilt = hierarchy is None
-    if hierarchy is None:
-        _remove(out, [HIERARCHY_SUBDIR, MODEL_SUBDIR, CHECKPOINT_SUBDIR, *REPORT_FILES])
-        logger.info("Step 1/5: building the topic hierarchy of %d documents (HNMFk)", len(inputs.documents))
-        hierarchy = _build_hierarchy(inputs.documents, dict(hierarchy_params or {}), seed, show)
-        hierarchy.save(out / HIERARCHY_SUBDIR)
-    new_state["stages"]["hierarchy"] = hierarchy_key
-    new_state["hierarchy_fingerprint"] = hierarchy.fingerprint
-    _save_state(out, new_state)
-    timings["hierarchy"] = round(time.perf_counter() - step_start, 2)
-    if on_step is not None:
-        on_step("hierarchy", hierarchy)
+    # 1-3. the stages an earlier run can hand over: each is reused when its inputs' key is unchanged and
+    # its output loads; a stage that reruns removes what depends on it.
+    from heal_rag.model_dir import is_heal_model_dir
 
-    # 2. HEAL fine-tune ---------------------------------------------------------------------------------
+    model_dir, flat_dir = out / MODEL_SUBDIR, out / FLAT_SUBDIR
     # the one set of training settings both fine-tunes get (equal budgets); flat only drops the hierarchy
     engine_options: dict[str, Any] = {
         "base_model": base_model,
@@ -527,8 +561,6 @@ def run_pipeline(
         "device": device,
         "show_progress": show,
     }
-    step_start = time.perf_counter()
-    model_dir = out / MODEL_SUBDIR
     # what both fine-tunes depend on; HEAL also on the tree (so a new tree redoes HEAL, never flat)
     finetune_inputs = {
         "base_model": base_path,
@@ -537,47 +569,62 @@ def run_pipeline(
         "eval_questions": inputs.questions.fingerprint,
         "seed": seed,
     }
-    model_key = _hash({**finetune_inputs, "hierarchy": hierarchy_key, "tree": hierarchy.fingerprint})
-    from heal_rag.model_dir import is_heal_model_dir
+    hierarchy_key = _hash({"corpus": corpus_fp, "params": config["hnmfk"], "seed": seed})
+    runner = _StageRunner(out, old_stages, new_state, timings, reused, on_step)
 
-    if not rebuilt and old_stages.get("finetune") == model_key and is_heal_model_dir(model_dir):
-        reused.append("finetune")
-        logger.info("Step 2/5: reusing the HEAL model in %s", model_dir)
-    else:
-        rebuilt = True
-        _remove(out, [MODEL_SUBDIR, CHECKPOINT_SUBDIR, *REPORT_FILES])
-        logger.info(
-            "Step 2/5: HEAL fine-tune of %s on %s (%s steps, batch %d, %d tokens)",
-            base_model or "all-MiniLM-L6-v2",
-            inputs.train_description,
-            max_steps if max_steps is not None else f"{epochs} epoch(s) of",
-            batch_size,
-            max_seq_length,
+    def build_hierarchy() -> Hierarchy:
+        built = _build_hierarchy(inputs.documents, dict(hierarchy_params or {}), seed, show)
+        built.save(out / HIERARCHY_SUBDIR)
+        return built
+
+    hierarchy = runner.run(
+        _Stage(
+            name="hierarchy",
+            key=hierarchy_key,
+            load=lambda: _load_hierarchy(out / HIERARCHY_SUBDIR, inputs.documents),
+            run=build_hierarchy,
+            invalidates=(HIERARCHY_SUBDIR, MODEL_SUBDIR, CHECKPOINT_SUBDIR, *REPORT_FILES),
+            reusing=f"Step 1/5: reusing the topic hierarchy in {out / HIERARCHY_SUBDIR}",
+            running=f"Step 1/5: building the topic hierarchy of {len(inputs.documents)} documents (HNMFk)",
         )
-        _finetune(inputs, hierarchy, model_dir, **engine_options)
-    new_state["stages"]["finetune"] = model_key
+    )
+    new_state["hierarchy_fingerprint"] = hierarchy.fingerprint
     _save_state(out, new_state)
-    timings["finetune"] = round(time.perf_counter() - step_start, 2)
-    if on_step is not None:
-        on_step("finetune", model_dir)
 
-    # 3. the flat fine-tune: same pairs, steps, batch size, seed; no hierarchy ----------------------------
-    step_start = time.perf_counter()
-    flat_dir = out / FLAT_SUBDIR
-    flat_key = _hash(finetune_inputs)
-    if old_stages.get("finetune_flat") == flat_key and is_heal_model_dir(flat_dir):
-        reused.append("finetune_flat")
-        logger.info("Step 3/5: reusing the flat fine-tune in %s", flat_dir)
-    else:
-        rebuilt = True
-        _remove(out, [FLAT_SUBDIR, CHECKPOINT_SUBDIR, *REPORT_FILES])
-        logger.info("Step 3/5: flat fine-tune (the same pairs and steps, no hierarchy)")
-        _finetune(inputs, None, flat_dir, **engine_options)
-    new_state["stages"]["finetune_flat"] = flat_key
-    _save_state(out, new_state)
-    timings["finetune_flat"] = round(time.perf_counter() - step_start, 2)
-    if on_step is not None:
-        on_step("finetune_flat", flat_dir)
+    def train(folder: Path, tree: Hierarchy | None) -> Path:
+        _finetune(inputs, tree, folder, **engine_options)
+        return folder
+
+    budget = max_steps if max_steps is not None else f"{epochs} epoch(s) of"
+    model_key = _hash({**finetune_inputs, "hierarchy": hierarchy_key, "tree": hierarchy.fingerprint})
+    runner.run(
+        _Stage(
+            name="finetune",
+            key=model_key,
+            load=lambda: model_dir if is_heal_model_dir(model_dir) else None,
+            run=lambda: train(model_dir, hierarchy),
+            invalidates=(MODEL_SUBDIR, CHECKPOINT_SUBDIR, *REPORT_FILES),
+            reusing=f"Step 2/5: reusing the HEAL model in {model_dir}",
+            running=(
+                f"Step 2/5: HEAL fine-tune of {base_model or 'all-MiniLM-L6-v2'} on "
+                f"{inputs.train_description} ({budget} steps, batch {batch_size}, {max_seq_length} tokens)"
+            ),
+        ),
+        force=runner.rebuilt,  # a new tree: a new HEAL model
+    )
+    # the flat fine-tune: same pairs, steps, batch size, seed; no hierarchy
+    runner.run(
+        _Stage(
+            name="finetune_flat",
+            key=_hash(finetune_inputs),
+            load=lambda: flat_dir if is_heal_model_dir(flat_dir) else None,
+            run=lambda: train(flat_dir, None),
+            invalidates=(FLAT_SUBDIR, CHECKPOINT_SUBDIR, *REPORT_FILES),
+            reusing=f"Step 3/5: reusing the flat fine-tune in {flat_dir}",
+            running="Step 3/5: flat fine-tune (the same pairs and steps, no hierarchy)",
+        )
+    )
+    rebuilt = runner.rebuilt
 
     # 4. index with the three models and BM25 ---------------------------------------------------------
     step_start = time.perf_counter()
