@@ -84,3 +84,24 @@ def test_bad_grades_and_scores():
         ir_metrics(QRELS, {"q1": {"d1": float("nan")}})
     with pytest.raises(ValueError, match="must be a dict"):
         ir_metrics(QRELS, {"q1": ["d1", "d2"]})
+
+
+def test_ranx_numba_cast_warning_is_silenced_even_with_colour_codes(monkeypatch):
+    import warnings
+
+    import ranx
+
+    original = ranx.evaluate
+
+    def noisy_evaluate(*args, **kwargs):
+        # what numba emits from ranx's nDCG kernel (in bold when it thinks it writes to a terminal)
+        warnings.warn(
+            "\x1b[1m\x1b[1munsafe cast from uint64 to int64. Precision may be lost.\x1b[0m", stacklevel=1
+        )
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ranx, "evaluate", noisy_evaluate)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scores = ir_metrics({"q1": {"d1": 1}}, {"q1": {"d1": 1.0, "d2": 0.5}}, ["ndcg@10"])
+    assert scores["ndcg@10"] == pytest.approx(1.0)

@@ -196,8 +196,9 @@ def per_query_metrics(
         ranx_qrels = Qrels.from_dict({qid: relevant[qid] for qid in scored})
         ranx_run = Run.from_dict({qid: checked_run[qid] for qid in scored})
         with warnings.catch_warnings():
-            # ranx's nDCG kernel casts its (small, non-negative) relevance grades from uint64; numba warns
-            warnings.filterwarnings("ignore", message="unsafe cast from uint64 to int64")
+            # ranx's nDCG kernel casts its (small, non-negative) relevance grades from uint64; numba warns,
+            # sometimes with terminal colour codes before the text (hence the leading .*)
+            warnings.filterwarnings("ignore", message=r".*unsafe cast from uint64 to int64")
             evaluate(ranx_qrels, ranx_run, metric_names, save_results_in_run=True)
         for metric in metric_names:
             per_query = ranx_run.scores[metric]
