@@ -484,6 +484,7 @@ def stage_tables(records: list[dict[str, Any]]) -> tuple[list[str], dict[str, An
             if not per_seed:
                 continue
             qids = sorted(next(iter(per_system[ref].values())))
+            seeds = [p["seed"] for p in per_seed]  # pooled over the seeds both systems have
 
             def mean_over_seeds(system: str, q: str, seeds: list[int] = seeds) -> float:
                 runs = per_system[system]
