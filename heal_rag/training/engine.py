@@ -308,6 +308,8 @@ class HEALFinetuneEngine:
         folder = Path(folder)
         if eval_split in available_splits(folder):
             check_train_split(train_split, eval_split)  # was skipped silently: training on test
+            if kwargs.get("eval_queries") is None:
+                kwargs["eval_queries"] = load_beir(folder, split=eval_split).queries
         if train_split is None:
             dataset = load_beir(folder, split=None)
         else:
@@ -315,9 +317,6 @@ class HEALFinetuneEngine:
             if "queries" in kwargs:
                 raise InvalidValueError("Pass either train_split or queries to from_beir(), not both.")
             kwargs["queries"] = dataset
-        if eval_split and eval_split != train_split and eval_split in available_splits(folder):
-            if kwargs.get("eval_queries") is None:
-                kwargs["eval_queries"] = load_beir(folder, split=eval_split).queries
         return cls(dataset.documents, **kwargs)
 
     # -- validation --------------------------------------------------------------------------------------
