@@ -283,66 +283,64 @@ def default_llm(**kwargs: Any) -> LocalGGUFLLM:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _openai_compatible_llm_class() -> type:
-    from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
-    from pydantic import Field
+class OpenAICompatibleLLM(CustomLLM):
+    """A LlamaIndex LLM for an OpenAI-compatible ``/chat/completions`` server (vLLM, llama.cpp, ...).
 
-    class OpenAICompatibleLLM(CustomLLM):
-        """A LlamaIndex LLM for an OpenAI-compatible ``/chat/completions`` server (vLLM, llama.cpp, ...).
+    Only the URL the user gives is contacted; the API key comes from ``api_key`` or
+    ``HEAL_RAG_LLM_API_KEY``
+    and may be empty (local servers need none).
 
-        Only the URL the user gives is contacted; the API key comes from ``api_key`` or
-        ``HEAL_RAG_LLM_API_KEY``
-        and may be empty (local servers need none).
+    Example:
+        >>> llm = make_endpoint_llm("http://localhost:8000/v1", model="qwen2.5")  # doctest: +SKIP
 
-        Example:
-            >>> llm = make_endpoint_llm("http://localhost:8000/v1", model="qwen2.5")  # doctest: +SKIP
+    """
 
-        """
+    api_base: str = Field(description="Base URL, e.g. http://localhost:8000/v1")
+    model: str = Field(default="default", description="Model name sent to the server.")
+    api_key: str = Field(default="", description="Bearer token (optional).")
+    timeout: float = Field(default=120.0, gt=0, description="Seconds per request.")
+    max_tokens: int = Field(default=512, gt=0)
+    temperature: float = Field(default=0.0, ge=0)
+    context_window: int = Field(default=8192, gt=0)
 
-        api_base: str = Field(description="Base URL, e.g. http://localhost:8000/v1")
-        model: str = Field(default="default", description="Model name sent to the server.")
-        api_key: str = Field(default="", description="Bearer token (optional).")
-        timeout: float = Field(default=120.0, gt=0, description="Seconds per request.")
-        max_tokens: int = Field(default=512, gt=0)
-        temperature: float = Field(default=0.0, ge=0)
-        context_window: int = Field(default=8192, gt=0)
+    @classmethod
+    def class_name(cls) -> str:
+        """LlamaIndex's name for this class."""
+        return "OpenAICompatibleLLM"
 
-        @classmethod
-        def class_name(cls) -> str:
-            return "OpenAICompatibleLLM"
+    @property
+    def metadata(self) -> LLMMetadata:
+        """Model name, context window and answer length, for LlamaIndex."""
+        return LLMMetadata(
+            model_name=self.model,
+            context_window=self.context_window,
+            num_output=self.max_tokens,
+            is_chat_model=False,
+        )
 
-        @property
-        def metadata(self) -> LLMMetadata:
-            return LLMMetadata(
-                model_name=self.model,
-                context_window=self.context_window,
-                num_output=self.max_tokens,
-                is_chat_model=False,
-            )
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        """Send ``prompt`` as one user message to ``/chat/completions`` and return the reply."""
+        import httpx
 
-        def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-            import httpx
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        body = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": self.max_tokens,
+            "temperature": kwargs.get("temperature", self.temperature) or 0.0,
+        }
+        reply = httpx.post(
+            self.api_base.rstrip("/") + "/chat/completions",
+            json=body,
+            headers=headers,
+            timeout=self.timeout,
+        )
+        reply.raise_for_status()
+        return CompletionResponse(text=reply.json()["choices"][0]["message"]["content"] or "")
 
-            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-            body = {
-                "model": self.model,
-                "messages": [{"role": "user", "content": prompt}],
-                "max_tokens": self.max_tokens,
-                "temperature": kwargs.get("temperature", self.temperature) or 0.0,
-            }
-            reply = httpx.post(
-                self.api_base.rstrip("/") + "/chat/completions",
-                json=body,
-                headers=headers,
-                timeout=self.timeout,
-            )
-            reply.raise_for_status()
-            return CompletionResponse(text=reply.json()["choices"][0]["message"]["content"] or "")
-
-        def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
-            yield self.complete(prompt, formatted=formatted, **kwargs)
-
-    return OpenAICompatibleLLM
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
+        """Yield the whole completion once (the server is not asked to stream)."""
+        yield self.complete(prompt, formatted=formatted, **kwargs)
 
 
 def make_endpoint_llm(
@@ -383,7 +381,7 @@ def make_endpoint_llm(
                 "server or fix the "
                 "URL (it must serve the OpenAI API under /v1)."
             ) from error
-    return _openai_compatible_llm_class()(api_base=url, model=model, api_key=key, timeout=timeout)
+    return OpenAICompatibleLLM(api_base=url, model=model, api_key=key, timeout=timeout)
 
 
 # ------------------------------------------------------------------------------------------------------------
