@@ -11,7 +11,7 @@ Question sets:
 
 1. ``scifact_demo``: the bundled corpus (800 abstracts) and its test claims (never trained on);
 2. ``pubmedqa``: PubMedQA (PQA-L, test split) questions over their own passages mixed with full-SciFact
-   abstracts as distractors (:func:`heal_rag.evaluation.rag.load_pubmedqa_mixed`): a domain-transfer test
+   abstracts as distractors (:func:`heal_rag.evaluation.pubmedqa.load_pubmedqa`): a domain-transfer test
    for the model trained on SciFact;
 3. ``pubmedqa_generation``: a small seeded sample of (2) answered by the offline local LLM (SmolLM2-135M):
    the judge-free share of ungrounded answers and yes/no/maybe accuracy.
@@ -147,48 +147,28 @@ def train_heal_model(settings: dict[str, Any], seed: int) -> tuple[Path, dict[st
 # ------------------------------------------------------------------------------------------------------------
 
 
-def scifact_demo_set(settings: dict[str, Any], seed: int) -> tuple[Any, Any]:
+def scifact_demo_set(settings: dict[str, Any], seed: int) -> Any:
     from heal_rag.datasets import load_demo_dataset
-    from heal_rag.evaluation.rag import QuestionSet
 
-    dataset = load_demo_dataset(split="test")
-    questions = QuestionSet.from_dataset(dataset, max_questions=settings["scifact_questions"], seed=seed)
-    return dataset, questions
+    return load_demo_dataset(split="test").sample_queries(settings["scifact_questions"], seed=seed)
 
 
-def pubmedqa_set(settings: dict[str, Any], seed: int, max_questions: int | None) -> tuple[Any, Any]:
+def pubmedqa_set(settings: dict[str, Any], seed: int, max_questions: int | None) -> Any:
     """PubMedQA test questions + their passages + SciFact distractors (reduced: only the selected questions'
     passages are indexed, beside the distractors)."""
-    from heal_rag.datasets import RetrievalDataset
-    from heal_rag.evaluation.rag import QuestionSet, load_pubmedqa_mixed
+    from heal_rag.evaluation.pubmedqa import load_pubmedqa
 
-    dataset, questions = load_pubmedqa_mixed(
+    dataset = load_pubmedqa(
         SHARED_DATA_DIR / "pubmedqa_pqal",
         SHARED_DATA_DIR / "scifact",
         split="test",
-        max_questions=max_questions,
         n_distractors=settings["n_distractors"],
         seed=seed,
-    )
+    ).sample_queries(max_questions, seed=seed)
     if max_questions is None:
-        return dataset, questions
-    relevant = {d for q in questions.questions for d in questions.relevant(q)}
-    corpus = {d: doc for d, doc in dataset.corpus.items() if d in relevant or d.startswith("distractor:")}
-    dataset = RetrievalDataset(
-        corpus=corpus,
-        queries={q: dataset.queries[q] for q in questions.questions},
-        qrels={q: dataset.qrels[q] for q in questions.questions},
-        name=dataset.name,
-    )
-    questions = QuestionSet(
-        questions=questions.questions,
-        qrels=questions.qrels,
-        contexts={d: doc.full_text for d, doc in corpus.items()},
-        references=questions.references,
-        decisions=questions.decisions,
-        name=questions.name,
-    )
-    return dataset, questions
+        return dataset
+    relevant = {d for q in dataset.queries for d in dataset.relevant(q)}
+    return dataset.subset(doc_ids=[d for d in dataset.corpus if d in relevant or d.startswith("distractor:")])
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -240,7 +220,6 @@ def configurations(
 def evaluate_set(
     name: str,
     dataset: Any,
-    questions: Any,
     embeds: dict[str, Any],
     hierarchy: Any,
     args: argparse.Namespace,
@@ -254,7 +233,7 @@ def evaluate_set(
     index_seconds = time.perf_counter() - start
     result = evaluate_rag(
         configs,
-        questions,
+        dataset,
         out_dir=CACHE_DIR / name,
         n_resamples=args.resamples,
         seed=args.seed,
@@ -262,11 +241,11 @@ def evaluate_set(
     )
     seconds = time.perf_counter() - start
     write_report(result, REPORT_DIR / name, hierarchy=hierarchy)
-    print(f"\n== {name}: {len(questions.questions)} questions, {len(dataset.corpus)} documents ==")
+    print(f"\n== {name}: {len(dataset.queries)} questions, {len(dataset.corpus)} documents ==")
     print(summary_table(result))
     report = report_dict(result)
     return {
-        "n_questions": len(questions.questions),
+        "n_questions": len(dataset.queries),
         "n_documents": len(dataset.corpus),
         "summary": report["configurations"],
         "intervals": report["intervals"],
@@ -417,17 +396,17 @@ def main(argv: list[str] | None = None) -> int:
     }
     hierarchy = embeds["heal"].hierarchy
     sets: dict[str, Any] = {}
-    dataset, questions = scifact_demo_set(settings, args.seed)
-    sets["scifact_demo"] = evaluate_set("scifact_demo", dataset, questions, embeds, hierarchy, args)
-    dataset, questions = pubmedqa_set(settings, args.seed, settings["pubmedqa_questions"])
-    sets["pubmedqa"] = evaluate_set("pubmedqa", dataset, questions, embeds, hierarchy, args)
+    dataset = scifact_demo_set(settings, args.seed)
+    sets["scifact_demo"] = evaluate_set("scifact_demo", dataset, embeds, hierarchy, args)
+    dataset = pubmedqa_set(settings, args.seed, settings["pubmedqa_questions"])
+    sets["pubmedqa"] = evaluate_set("pubmedqa", dataset, embeds, hierarchy, args)
     if not args.no_generation and settings["generation_questions"]:
         from heal_rag.llms import default_llm
 
         llm = default_llm(max_new_tokens=settings["llm_max_new_tokens"])
-        dataset, questions = pubmedqa_set(settings, args.seed, settings["generation_questions"])
+        dataset = pubmedqa_set(settings, args.seed, settings["generation_questions"])
         sets["pubmedqa_generation"] = evaluate_set(
-            "pubmedqa_generation", dataset, questions, embeds, hierarchy, args, llm=llm
+            "pubmedqa_generation", dataset, embeds, hierarchy, args, llm=llm
         )
     results = {
         "full": bool(args.full),

@@ -162,7 +162,7 @@ def train_variant(
     cache_dir: Path,
 ) -> tuple[Path, dict[str, Any], str]:
     """Fine-tune one variant (or reuse the cached model); (model dir, training metrics, "hit"/"miss")."""
-    from heal_rag.datasets import Document
+    from heal_rag.datasets import CorpusDocument
     from heal_rag.training import HEALFinetuneEngine
 
     ids = [p["id"] for p in train]
@@ -193,7 +193,7 @@ def train_variant(
             return out, metrics, "hit"
         except (OSError, ValueError, KeyError) as error:
             logger.warning("Unreadable cached model %s (%s); retraining.", out, error)
-    documents = [Document(p["id"], p["text"]) for p in train]
+    documents = [CorpusDocument(p["id"], p["text"]) for p in train]
     engine = HEALFinetuneEngine(
         documents,
         output_dir=out,

@@ -23,7 +23,7 @@ _EXPORTS: dict[str, str] = {
     "Hierarchy": "heal_rag.hierarchy",
     "Topic": "heal_rag.hierarchy",
     # data
-    "Document": "heal_rag.datasets",
+    "CorpusDocument": "heal_rag.datasets",
     "RetrievalDataset": "heal_rag.datasets",
     "load_beir": "heal_rag.datasets",
     "load_corpus": "heal_rag.datasets",
@@ -60,7 +60,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from heal_rag.datasets import Document, RetrievalDataset, load_beir, load_corpus, load_demo_dataset
+    from heal_rag.datasets import CorpusDocument, RetrievalDataset, load_beir, load_corpus, load_demo_dataset
     from heal_rag.errors import (
         HealRagUserError,
         InputNotFoundError,
@@ -90,7 +90,17 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from heal_rag.training_args import HEALTrainingArguments
 
 
+#: old public name -> (module, new name); looking one up warns (DeprecationWarning) and returns the new one
+_RENAMED: dict[str, tuple[str, str]] = {"Document": ("heal_rag.datasets", "CorpusDocument")}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        import warnings
+
+        module_name, new_name = _RENAMED[name]
+        warnings.warn(f"heal_rag.{name} was renamed heal_rag.{new_name}.", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(module_name), new_name)
     module_name = _EXPORTS.get(name)
     if module_name is None:
         raise AttributeError(f"module 'heal_rag' has no attribute {name!r}")

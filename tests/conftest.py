@@ -108,10 +108,11 @@ def small_topics() -> list[int]:
 @pytest.fixture
 def small_dataset():
     """A tiny :class:`~heal_rag.datasets.RetrievalDataset` over ``small_texts``: 12 documents, 6 queries."""
-    from heal_rag.datasets import Document, RetrievalDataset
+    from heal_rag.datasets import CorpusDocument, RetrievalDataset
 
     corpus = {
-        f"d{i}": Document(id=f"d{i}", text=text, title=f"Doc {i}") for i, text in enumerate(_SMALL_TEXTS)
+        f"d{i}": CorpusDocument(id=f"d{i}", text=text, title=f"Doc {i}")
+        for i, text in enumerate(_SMALL_TEXTS)
     }
     queries = {
         "q0": "What raises blood pressure?",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from heal_rag.datasets import (
-    Document,
+    CorpusDocument,
     RetrievalDataset,
     available_splits,
     demo_corpus_path,
@@ -30,13 +30,13 @@ def write_lines(path: Path, lines: list[str]) -> Path:
     return path
 
 
-# -- Document / RetrievalDataset -----------------------------------------------------------------------------
+# -- CorpusDocument / RetrievalDataset ----------------------------------------------------------------------
 
 
 def test_document_full_text_joins_title_and_text():
-    assert Document("a", "body", title="Title").full_text == "Title body"
-    assert Document("a", "body").full_text == "body"
-    assert Document("a", "", title="Only title").full_text == "Only title"
+    assert CorpusDocument("a", "body", title="Title").full_text == "Title body"
+    assert CorpusDocument("a", "body").full_text == "body"
+    assert CorpusDocument("a", "", title="Only title").full_text == "Only title"
 
 
 @pytest.mark.parametrize(
@@ -50,7 +50,7 @@ def test_document_full_text_joins_title_and_text():
 )
 def test_document_rejects_bad_fields(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        Document(**kwargs)
+        CorpusDocument(**kwargs)
 
 
 def test_dataset_views(small_dataset):
@@ -65,14 +65,14 @@ def test_dataset_views(small_dataset):
 
 
 def test_dataset_relevant_ignores_zero_grades():
-    corpus = {i: Document(i, "t") for i in ("a", "b")}
+    corpus = {i: CorpusDocument(i, "t") for i in ("a", "b")}
     ds = RetrievalDataset(corpus, {"q": "x"}, {"q": {"a": 0, "b": 2}})
     assert ds.relevant("q") == ["b"]
     assert ds.n_judgments == 1
 
 
 def test_dataset_rejects_unknown_ids_and_lists_them():
-    corpus = {"a": Document("a", "t")}
+    corpus = {"a": CorpusDocument("a", "t")}
     with pytest.raises(ValueError, match=r"2 document id\(s\).*not in its corpus: 'x', 'y'"):
         RetrievalDataset(corpus, {"q": "x"}, {"q": {"x": 1, "y": 1, "a": 1}})
     with pytest.raises(ValueError, match=r"not among its queries: 'q9'"):
@@ -80,7 +80,7 @@ def test_dataset_rejects_unknown_ids_and_lists_them():
 
 
 def test_dataset_lists_only_a_few_bad_ids():
-    corpus = {"a": Document("a", "t")}
+    corpus = {"a": CorpusDocument("a", "t")}
     qrels = {"q": {f"x{i}": 1 for i in range(20)}}
     with pytest.raises(ValueError, match=r"and 15 more"):
         RetrievalDataset(corpus, {"q": "x"}, qrels)
@@ -89,14 +89,14 @@ def test_dataset_lists_only_a_few_bad_ids():
 def test_dataset_rejects_empty_corpus_and_mismatched_keys():
     with pytest.raises(ValueError, match="corpus .* is empty"):
         RetrievalDataset({}, {}, {})
-    with pytest.raises(ValueError, match="must equal their Document.id"):
-        RetrievalDataset({"a": Document("b", "t")})
-    with pytest.raises(ValueError, match="must be heal_rag.datasets.Document"):
+    with pytest.raises(ValueError, match="must equal their CorpusDocument.id"):
+        RetrievalDataset({"a": CorpusDocument("b", "t")})
+    with pytest.raises(ValueError, match="must be heal_rag.datasets.CorpusDocument"):
         RetrievalDataset({"a": "just a string"})
     with pytest.raises(ValueError, match="Query ids and texts must be strings"):
-        RetrievalDataset({"a": Document("a", "t")}, {"q": 1})
+        RetrievalDataset({"a": CorpusDocument("a", "t")}, {"q": 1})
     with pytest.raises(ValueError, match="grades must be integers"):
-        RetrievalDataset({"a": Document("a", "t")}, {"q": "x"}, {"q": {"a": 0.5}})
+        RetrievalDataset({"a": CorpusDocument("a", "t")}, {"q": "x"}, {"q": {"a": 0.5}})
 
 
 def test_split_is_disjoint_deterministic_and_keeps_corpus(small_dataset):
@@ -119,6 +119,89 @@ def test_subset_rejects_unknown_queries(small_dataset):
     assert list(sub.queries) == ["q1", "q0"] and sub.relevant("q1") == ["d3"]
     with pytest.raises(ValueError, match="Unknown query ids"):
         small_dataset.subset(["zz"])
+
+
+def test_subset_by_documents_keeps_judged_ones_or_says_which_are_missing(small_dataset):
+    sub = small_dataset.subset(["q0", "q1"], doc_ids=["d3", "d1", "d0"])
+    assert sub.doc_ids == ["d0", "d1", "d3"]  # corpus order, not argument order
+    assert sub.qrels == {"q0": {"d1": 1}, "q1": {"d3": 1}}
+    with pytest.raises(ValueError, match="not in its corpus"):  # q1's judged d3 would be lost
+        small_dataset.subset(["q1"], doc_ids=["d0"])
+    with pytest.raises(ValueError, match="Unknown document ids"):
+        small_dataset.subset(doc_ids=["nope"])
+
+
+def test_sample_queries_is_seeded_ordered_and_only_judged(small_dataset):
+    with_unjudged = RetrievalDataset(
+        small_dataset.corpus, {**small_dataset.queries, "qx": "unjudged"}, small_dataset.qrels
+    )
+    assert list(with_unjudged.sample_queries().queries) == list(small_dataset.queries)
+    assert "qx" in with_unjudged.sample_queries(only_judged=False).queries
+    sample = small_dataset.sample_queries(3, seed=1)
+    assert len(sample.queries) == 3 and sample.corpus == small_dataset.corpus
+    order = list(small_dataset.queries)
+    assert [order.index(q) for q in sample.queries] == sorted(order.index(q) for q in sample.queries)
+    assert small_dataset.sample_queries(3, seed=1).queries == sample.queries
+    assert {frozenset(small_dataset.sample_queries(3, seed=s).queries) for s in range(8)} != {
+        frozenset(sample.queries)
+    }
+    with pytest.raises(ValueError, match="positive integer"):
+        small_dataset.sample_queries(0)
+    with pytest.raises(ValueError, match="no query with a relevant document"):
+        RetrievalDataset(small_dataset.corpus, {"qx": "unjudged"}).sample_queries()
+
+
+def test_reduce_corpus_keeps_every_relevant_document(small_dataset):
+    two = small_dataset.subset(["q0", "q2"])
+    reduced = two.reduce_corpus(5, seed=0)
+    assert len(reduced.corpus) == 5 and {"d1", "d4", "d7"} <= set(reduced.corpus)
+    assert two.reduce_corpus(5, seed=0).doc_ids == reduced.doc_ids
+    assert two.reduce_corpus(2, seed=0).doc_ids == ["d1", "d4", "d7"]  # relevant ones are never dropped
+    assert two.reduce_corpus(100) is two
+
+
+def test_references_and_decisions_are_validated_and_follow_subsets(small_dataset):
+    ds = RetrievalDataset(
+        small_dataset.corpus,
+        small_dataset.queries,
+        small_dataset.qrels,
+        references={"q0": "Salt.", "q1": "  "},
+        decisions={"q0": " YES", "q1": "no"},
+    )
+    assert ds.references == {"q0": "Salt."}  # an empty answer is no reference
+    assert ds.decisions == {"q0": "yes", "q1": "no"}
+    sub = ds.subset(["q1"])
+    assert sub.references == {} and sub.decisions == {"q1": "no"}
+    assert sub.fingerprint != ds.fingerprint and ds.subset().fingerprint == ds.fingerprint
+    with pytest.raises(ValueError, match="yes, no or maybe"):
+        RetrievalDataset(small_dataset.corpus, small_dataset.queries, decisions={"q0": "perhaps"})
+    with pytest.raises(ValueError, match="references of dataset .* not among its queries"):
+        RetrievalDataset(small_dataset.corpus, small_dataset.queries, references={"zz": "x"})
+
+
+def test_document_fields_reads_every_accepted_shape():
+    from llama_index.core.schema import TextNode
+
+    from heal_rag.datasets import document_fields
+
+    expected = ("d1", "Title", "Body.")
+    assert document_fields(CorpusDocument("d1", "Body.", title="Title")) == expected
+    assert document_fields({"_id": "d1", "title": "Title", "text": "Body."}) == expected
+    assert document_fields(TextNode(id_="d1", text="Body.", metadata={"title": "Title"})) == expected
+    assert document_fields(("d1", "Body.")) == ("d1", "", "Body.")
+    with pytest.raises(TypeError, match="CorpusDocument"):
+        document_fields(42)
+
+
+def test_document_is_a_deprecated_alias_of_corpus_document():
+    import heal_rag
+    import heal_rag.datasets as datasets
+
+    with pytest.warns(DeprecationWarning, match="CorpusDocument"):
+        assert datasets.Document is CorpusDocument
+    with pytest.warns(DeprecationWarning, match="CorpusDocument"):
+        assert heal_rag.Document is CorpusDocument
+    assert "Document" not in heal_rag.__all__
 
 
 # -- BEIR ----------------------------------------------------------------------------------------------------
@@ -200,7 +283,7 @@ def test_load_corpus_jsonl_with_metadata_and_id_variants(tmp_path):
         ],
     )
     docs = load_corpus(path)
-    assert docs == [Document("a", "x", title="T", metadata={"year": 2020}), Document("7", "y")]
+    assert docs == [CorpusDocument("a", "x", title="T", metadata={"year": 2020}), CorpusDocument("7", "y")]
     path = write_lines(tmp_path / "d.jsonl", [json.dumps({"id": "z", "text": "w"})])
     assert load_corpus(path)[0].id == "z"
 
@@ -235,7 +318,7 @@ def test_load_corpus_txt_and_gz(tmp_path):
     gz = tmp_path / "c.jsonl.gz"
     with gzip.open(gz, "wt", encoding="utf-8") as handle:
         handle.write(json.dumps({"_id": "g", "text": "zipped"}) + "\n")
-    assert load_corpus(gz) == [Document("g", "zipped")]
+    assert load_corpus(gz) == [CorpusDocument("g", "zipped")]
 
 
 def test_load_corpus_beir_folder(small_beir_dir, small_dataset):
@@ -286,8 +369,8 @@ def test_nodes_round_trip_and_embed_text_equals_full_text():
     from llama_index.core.schema import MetadataMode, TextNode
 
     docs = [
-        Document("a", "Body A.", title="Title A", metadata={"year": 2020, "source": "x"}),
-        Document("b", "Body B."),
+        CorpusDocument("a", "Body A.", title="Title A", metadata={"year": 2020, "source": "x"}),
+        CorpusDocument("b", "Body B."),
     ]
     nodes = documents_to_nodes(docs)
     assert all(isinstance(n, TextNode) for n in nodes)
@@ -305,7 +388,10 @@ def test_nodes_round_trip_and_embed_text_equals_full_text():
 def test_llama_documents_round_trip():
     from llama_index.core.schema import Document as LlamaDocument
 
-    docs = [Document("a", "Body A.", title="Title A"), Document("b", "Body B.", metadata={"k": "v"})]
+    docs = [
+        CorpusDocument("a", "Body A.", title="Title A"),
+        CorpusDocument("b", "Body B.", metadata={"k": "v"}),
+    ]
     llama_docs = documents_to_llama(docs)
     assert all(isinstance(d, LlamaDocument) for d in llama_docs)
     assert [d.id_ for d in llama_docs] == ["a", "b"]
@@ -317,7 +403,7 @@ def test_nodes_to_documents_from_foreign_nodes():
 
     node = TextNode(id_="n1", text="hello", metadata={"title": 3, "file": "f.txt"})
     (doc,) = nodes_to_documents([node])
-    assert doc == Document("n1", "hello", metadata={"title": 3, "file": "f.txt"})
+    assert doc == CorpusDocument("n1", "hello", metadata={"title": 3, "file": "f.txt"})
     with pytest.raises(ValueError, match="Duplicate node id 'n1'"):
         nodes_to_documents([node, node])
     with pytest.raises(ValueError, match="not a LlamaIndex text node"):
@@ -326,9 +412,9 @@ def test_nodes_to_documents_from_foreign_nodes():
 
 def test_documents_to_nodes_rejects_duplicates_and_title_clash():
     with pytest.raises(ValueError, match="Duplicate document ids: 'a'"):
-        documents_to_nodes([Document("a", "x"), Document("a", "y")])
+        documents_to_nodes([CorpusDocument("a", "x"), CorpusDocument("a", "y")])
     with pytest.raises(ValueError, match="metadata key 'title'"):
-        documents_to_nodes([Document("a", "x", metadata={"title": "t"})])
+        documents_to_nodes([CorpusDocument("a", "x", metadata={"title": "t"})])
 
 
 # -- EmbeddingQAFinetuneDataset JSON -------------------------------------------------------------------------
@@ -368,7 +454,7 @@ def test_qa_finetune_json_matches_llamaindex_pydantic_model(tmp_path, small_data
 
 
 def test_qa_finetune_json_drops_unjudged_queries_with_warning(tmp_path, caplog):
-    corpus = {"a": Document("a", "t")}
+    corpus = {"a": CorpusDocument("a", "t")}
     ds = RetrievalDataset(corpus, {"q1": "x", "q2": "y"}, {"q1": {"a": 1}})
     with caplog.at_level("WARNING"):
         save_qa_finetune_json(ds, tmp_path / "qa.json")
@@ -447,10 +533,10 @@ def test_demo_corpus_is_an_exact_subset_of_scifact(scifact_dir, demo_dataset):
 
 
 def test_empty_documents_stay_in_the_corpus_but_are_never_indexed(small_dataset):
-    from heal_rag.datasets import Document, RetrievalDataset
+    from heal_rag.datasets import CorpusDocument, RetrievalDataset
     from heal_rag.evaluation.retrieval import bm25_run, dense_run
 
-    corpus = dict(small_dataset.corpus, e1=Document("e1", ""), e2=Document("e2", "  ", title=""))
+    corpus = dict(small_dataset.corpus, e1=CorpusDocument("e1", ""), e2=CorpusDocument("e2", "  ", title=""))
     qrels = dict(small_dataset.qrels, q0={"d1": 1, "e1": 1})  # the collection judges an empty document
     dataset = RetrievalDataset(corpus=corpus, queries=small_dataset.queries, qrels=qrels, name="untidy")
     assert dataset.empty_doc_ids == ["e1", "e2"] and "e1" in dataset.corpus

@@ -20,7 +20,7 @@ from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.schema import MetadataMode
 
 from heal_rag.cli import main
-from heal_rag.datasets import Document, documents_to_nodes, load_demo_dataset
+from heal_rag.datasets import CorpusDocument, documents_to_nodes, load_demo_dataset
 from heal_rag.errors import NotFittedError
 from heal_rag.hierarchy import HNMFk
 from heal_rag.model_dir import CONFIG_FILE, HIERARCHY_DIR
@@ -39,7 +39,7 @@ HNMFK_PARAMS = dict(
 TINY_TRAINING = dict(max_steps=2, batch_size=8, max_seq_length=64, device="cpu", show_progress=False)
 
 
-def tiny_documents(n: int = 40) -> list[Document]:
+def tiny_documents(n: int = 40) -> list[CorpusDocument]:
     """Fresh copies (the engine writes topic paths into metadata) of the first ``n`` demo abstracts."""
     docs = load_demo_dataset(split=None).documents[:n]
     return [dataclasses.replace(d, metadata=dict(d.metadata)) for d in docs]
@@ -181,11 +181,11 @@ def test_bad_corpus():
     with pytest.raises(ValueError, match="corpus is empty"):
         HEALFinetuneEngine([], output_dir="unused")
     with pytest.raises(ValueError, match="None of the 2 documents has any text"):
-        HEALFinetuneEngine([Document("a", ""), Document("b", "  ")], output_dir="unused")
+        HEALFinetuneEngine([CorpusDocument("a", ""), CorpusDocument("b", "  ")], output_dir="unused")
     with pytest.raises(ValueError, match="Only 1 of 2 documents have text.*'b'"):
-        HEALFinetuneEngine([Document("a", "text"), Document("b", "")], output_dir="unused")
+        HEALFinetuneEngine([CorpusDocument("a", "text"), CorpusDocument("b", "")], output_dir="unused")
     with pytest.raises(ValueError, match="unique; duplicated: 'a'"):
-        HEALFinetuneEngine([Document("a", "one"), Document("a", "two")], output_dir="unused")
+        HEALFinetuneEngine([CorpusDocument("a", "one"), CorpusDocument("a", "two")], output_dir="unused")
     with pytest.raises(ValueError, match="Cannot read the corpus"):
         HEALFinetuneEngine([3.14], output_dir="unused")
 
@@ -498,13 +498,13 @@ def test_dev_set_evaluates_each_epoch_and_keeps_the_best(tmp_path):
 def test_empty_documents_are_left_out_of_clustering_and_training_with_one_warning(
     small_texts, caplog, tmp_path
 ):
-    from heal_rag.datasets import Document
+    from heal_rag.datasets import CorpusDocument
     from heal_rag.hierarchy import HNMFk
     from heal_rag.training.queries import TrainingPair
 
-    docs = [Document(f"d{i}", t) for i, t in enumerate(small_texts)] + [
-        Document("e1", ""),
-        Document("e2", " "),
+    docs = [CorpusDocument(f"d{i}", t) for i, t in enumerate(small_texts)] + [
+        CorpusDocument("e1", ""),
+        CorpusDocument("e2", " "),
     ]
     with pytest.warns(UserWarning, match="2 of 14 documents have no text"):
         hierarchy = (

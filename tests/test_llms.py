@@ -118,3 +118,82 @@ def test_make_endpoint_llm_old_import_path_warns():
 
     with pytest.warns(DeprecationWarning, match="moved to heal_rag.llms"):
         assert rag.make_endpoint_llm is llms.make_endpoint_llm
+
+
+class _OpenAIWire:
+    """A stdlib HTTP server speaking the two OpenAI routes heal-rag uses, recording what it is sent."""
+
+    def __init__(self, reply: str) -> None:
+        import json
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[tuple[str, dict, dict]] = []
+        wire = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep pytest's output clean
+                pass
+
+            def _send(self, payload: dict) -> None:
+                body = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                wire.requests.append((self.path, dict(self.headers), {}))
+                self._send({"object": "list", "data": [{"id": "tiny", "object": "model"}]})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                wire.requests.append((self.path, dict(self.headers), body))
+                self._send(
+                    {
+                        "id": "c1",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": body["model"],
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": reply},
+                            }
+                        ],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    }
+                )
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_endpoint_llm_is_llamaindex_openai_like_on_the_wire(monkeypatch):
+    from llama_index.llms.openai_like import OpenAILike
+
+    from heal_rag.llms import resolve_llm
+
+    wire = _OpenAIWire("Yes, it does.")
+    try:
+        monkeypatch.setenv("HEAL_RAG_LLM_API_KEY", "secret-token")
+        llm, _ = resolve_llm(wire.url, model="tiny-model")
+        assert isinstance(llm, OpenAILike) and llm.metadata.is_chat_model
+        assert llm.complete("Does aspirin lower fever?").text == "Yes, it does."
+    finally:
+        wire.server.shutdown()
+    (check_path, check_headers, _), (path, headers, body) = wire.requests
+    assert check_path == "/v1/models"  # the up-front reachability check
+    assert path == "/v1/chat/completions"
+    assert headers["Authorization"] == "Bearer secret-token" == check_headers["Authorization"]
+    assert body["model"] == "tiny-model" and body["temperature"] == 0.0 and body["max_tokens"] == 512
+    assert body["messages"][-1] == {"role": "user", "content": "Does aspirin lower fever?"}
+
+
+def test_old_endpoint_client_name_warns_and_gives_openai_like():
+    from llama_index.llms.openai_like import OpenAILike
+
+    with pytest.warns(DeprecationWarning, match="OpenAILike"):
+        assert llms.OpenAICompatibleLLM is OpenAILike

@@ -11,7 +11,7 @@ from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata, Mo
 from llama_index.core.llms.callbacks import llm_completion_callback
 from pydantic import PrivateAttr
 
-from heal_rag.datasets import Document, save_qa_finetune_json
+from heal_rag.datasets import CorpusDocument, save_qa_finetune_json
 from heal_rag.training.queries import (
     TrainingPair,
     exclude_eval_queries,
@@ -60,11 +60,15 @@ class ScriptedLLM(CustomLLM):
 
 
 DOCS = [
-    Document(
+    CorpusDocument(
         "d1", "Vitamin C deficiency causes scurvy. Sailors on long voyages ate citrus fruit to prevent it."
     ),
-    Document("d2", "Statins lower LDL cholesterol. They reduce the risk of heart attacks in older patients."),
-    Document("d3", "The telescope mapped distant galaxies. Their light left them billions of years ago."),
+    CorpusDocument(
+        "d2", "Statins lower LDL cholesterol. They reduce the risk of heart attacks in older patients."
+    ),
+    CorpusDocument(
+        "d3", "The telescope mapped distant galaxies. Their light left them billions of years ago."
+    ),
 ]
 
 
@@ -105,7 +109,9 @@ def test_pairs_from_qa_json_round_trip(tmp_path, small_dataset):
 
 # ------------------------------------------------------------------------------------------ pseudo-queries
 def test_pseudo_queries_title_for_body():
-    docs = [Document("a", "Body text about aspirin and fever in children.", title="Aspirin lowers fever")]
+    docs = [
+        CorpusDocument("a", "Body text about aspirin and fever in children.", title="Aspirin lowers fever")
+    ]
     (pair,) = make_pseudo_queries(docs)
     assert pair == TrainingPair(
         "Aspirin lowers fever", "a", "pseudo-title", "Body text about aspirin and fever in children."
@@ -117,7 +123,7 @@ def test_pseudo_queries_inverse_cloze_is_seeded_and_removes_the_sentence():
         "Vitamin C deficiency causes scurvy in humans. Sailors on long voyages ate citrus fruit. "
         "Lemons were carried by the Royal Navy. Symptoms include bleeding gums and fatigue."
     )
-    docs = [Document(f"d{i}", text) for i in range(20)]
+    docs = [CorpusDocument(f"d{i}", text) for i in range(20)]
     first = make_pseudo_queries(docs, seed=0)
     assert first == make_pseudo_queries(docs, seed=0)  # deterministic
     assert first != make_pseudo_queries(docs, seed=1)  # the seed reaches the draw
@@ -133,10 +139,10 @@ def test_pseudo_queries_inverse_cloze_is_seeded_and_removes_the_sentence():
 
 def test_pseudo_queries_modes_and_skips(caplog):
     docs = [
-        Document(
+        CorpusDocument(
             "t", "First sentence of the body is here. Second sentence of the body too.", title="A long title"
         ),
-        Document("short", "Too short."),
+        CorpusDocument("short", "Too short."),
     ]
     both = make_pseudo_queries(docs, mode="both")
     assert [p.source for p in both] == ["pseudo-title", "pseudo-ict"]
@@ -151,7 +157,9 @@ def test_pseudo_queries_modes_and_skips(caplog):
 def test_pseudo_queries_accept_llamaindex_nodes():
     from heal_rag.datasets import documents_to_nodes
 
-    nodes = documents_to_nodes([Document("n1", "Body of the node goes here.", title="Node title words")])
+    nodes = documents_to_nodes(
+        [CorpusDocument("n1", "Body of the node goes here.", title="Node title words")]
+    )
     (pair,) = make_pseudo_queries(nodes)
     assert (pair.query, pair.doc_id, pair.positive) == (
         "Node title words",
@@ -202,7 +210,7 @@ def test_generate_llm_queries_cache_resumes(tmp_path):
     # an edited document and a changed prompt are asked again; a torn last line is skipped
     with open(cache, "a") as handle:
         handle.write('{"key": "torn')
-    edited = [DOCS[0], Document("d2", DOCS[1].text + " Edited."), DOCS[2]]
+    edited = [DOCS[0], CorpusDocument("d2", DOCS[1].text + " Edited."), DOCS[2]]
     again = ScriptedLLM(replies=replies)
     generate_llm_queries(edited, again, cache_path=cache, show_progress=False)
     assert again.calls == 1

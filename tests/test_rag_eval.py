@@ -7,6 +7,7 @@ real LlamaIndex ``CustomLLM`` subclasses, so RAGAS runs its own prompts and pars
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -29,12 +30,11 @@ from llama_index.core.retrievers import BaseRetriever  # noqa: E402
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode  # noqa: E402
 from pydantic import PrivateAttr  # noqa: E402
 
-from heal_rag.datasets import Document, RetrievalDataset, load_demo_dataset  # noqa: E402
+from heal_rag.datasets import CorpusDocument, RetrievalDataset, load_demo_dataset  # noqa: E402
+from heal_rag.evaluation.pubmedqa import load_pubmedqa  # noqa: E402
 from heal_rag.evaluation.rag import (  # noqa: E402
-    QuestionSet,
     RAGConfiguration,
     evaluate_rag,
-    load_pubmedqa_mixed,
     node_doc_id,
     parse_decision,
 )
@@ -217,13 +217,13 @@ def vector_index(tiny: RetrievalDataset, embed_model: MiniLMEmbedding) -> Vector
 
 
 @pytest.fixture()
-def questions(tiny: RetrievalDataset) -> QuestionSet:
+def questions(tiny: RetrievalDataset) -> RetrievalDataset:
     # reference answer: the first sentence of the relevant abstract (title included, as the LLM sees it)
     references = {
         q: re.split(r"(?<=[.!?])\s", tiny.corpus[tiny.relevant(q)[0]].full_text, maxsplit=1)[0]
         for q in tiny.queries
     }
-    return QuestionSet.from_dataset(tiny, references=references)
+    return dataclasses.replace(tiny, references=references).sample_queries()
 
 
 def _configs(
@@ -292,7 +292,9 @@ def test_generation_judge_free_and_llm_judge_with_real_ragas_metrics(
     monkeypatch.setattr(openai.OpenAI, "__init__", _forbidden)
     monkeypatch.setattr(openai.AsyncOpenAI, "__init__", _forbidden)
 
-    questions.decisions = {q: "yes" if i % 2 == 0 else "no" for i, q in enumerate(questions.questions)}
+    questions = dataclasses.replace(
+        questions, decisions={q: "yes" if i % 2 == 0 else "no" for i, q in enumerate(questions.queries)}
+    )
     judge = RagasJudge(RuleJudgeLLM(), embed_model, timeout=30)
     configs = _configs(tiny, vector_index, llm=ExtractiveLLM())
     result = evaluate_rag(configs, questions, judge=judge, k=5, out_dir=tmp_path, n_resamples=500)
@@ -348,7 +350,7 @@ def test_llm_errors_and_judge_failures_are_counted_not_fatal(
     tiny, vector_index, questions, embed_model, tmp_path
 ):
     # the generator times out on every 3rd call; the judge refuses one question's prompts
-    first_q = next(iter(questions.questions.values()))
+    first_q = next(iter(questions.queries.values()))
     judge = RagasJudge(
         RuleJudgeLLM(fail_on=first_q), embed_model, metrics=("answer_relevancy",), max_retries=0, timeout=30
     )
@@ -359,7 +361,7 @@ def test_llm_errors_and_judge_failures_are_counted_not_fatal(
     ]
     result = evaluate_rag(configs, questions, judge=judge, k=5, out_dir=tmp_path, n_resamples=200)
     counts = result.counts["dense"]
-    n = len(questions.questions)
+    n = len(questions.queries)
     assert counts["generation_failures"] == n // 3
     assert counts["retrieval_failures"] == 0
     # retrieval metrics survive a generation failure: partial results kept
@@ -385,7 +387,7 @@ def test_judge_timeout_is_counted(embed_model):
 
 
 def test_retrieval_failure_is_counted(tiny, questions, tmp_path):
-    victim = next(iter(questions.questions.values()))
+    victim = next(iter(questions.queries.values()))
     configs = [RAGConfiguration("flaky", retriever=KeywordRetriever(tiny.to_nodes(), fail_on=victim))]
     result = evaluate_rag(configs, questions, k=5, n_resamples=200)
     assert result.counts["flaky"]["retrieval_failures"] == 1
@@ -394,7 +396,7 @@ def test_retrieval_failure_is_counted(tiny, questions, tmp_path):
 
 
 def test_questions_without_references_skip_answer_correctness(tiny, vector_index, embed_model, tmp_path):
-    questions = QuestionSet.from_dataset(tiny)  # no reference answers
+    questions = tiny.sample_queries()  # no reference answers
     judge = RagasJudge(RuleJudgeLLM(), embed_model, metrics=("answer_correctness",), timeout=30)
     configs = [
         RAGConfiguration(
@@ -408,10 +410,10 @@ def test_questions_without_references_skip_answer_correctness(tiny, vector_index
 
 
 def test_questions_without_qrels_skip_retrieval_metrics(tiny, tmp_path):
-    questions = QuestionSet(
-        questions={"q1": tiny.queries[next(iter(tiny.queries))], "q2": "An unjudged question"},
+    questions = RetrievalDataset(
+        corpus=tiny.corpus,
+        queries={"q1": tiny.queries[next(iter(tiny.queries))], "q2": "An unjudged question"},
         qrels={"q1": dict(tiny.qrels[next(iter(tiny.queries))])},
-        contexts={d: doc.full_text for d, doc in tiny.corpus.items()},
     )
     result = evaluate_rag(
         [RAGConfiguration("kw", retriever=KeywordRetriever(tiny.to_nodes()))], questions, k=5, n_resamples=100
@@ -422,12 +424,12 @@ def test_questions_without_qrels_skip_retrieval_metrics(tiny, tmp_path):
 
 
 def test_bad_inputs_raise_clear_errors(tiny, vector_index, questions):
-    with pytest.raises(ValueError, match="Corpus/qrels mismatch"):
-        QuestionSet({"q1": "x"}, {"q1": {"missing-doc": 1}}, {"d1": "text"})
-    with pytest.raises(ValueError, match="not among the questions"):
-        QuestionSet({"q1": "x"}, {"q9": {"d1": 1}}, {"d1": "text"})
     with pytest.raises(ValueError, match="yes, no or maybe"):
-        QuestionSet({"q1": "x"}, {"q1": {"d1": 1}}, {"d1": "text"}, decisions={"q1": "perhaps"})
+        dataclasses.replace(questions, decisions={next(iter(questions.queries)): "perhaps"})
+    with pytest.raises(ValueError, match="no questions"):
+        evaluate_rag(_configs(tiny, vector_index), RetrievalDataset(tiny.corpus))
+    with pytest.raises(TypeError, match="RetrievalDataset"):
+        evaluate_rag(_configs(tiny, vector_index), dict(tiny.queries))
     with pytest.raises(ValueError, match="exactly one of retriever= or query_engine="):
         RAGConfiguration("x")
     with pytest.raises(ValueError, match="unique"):
@@ -475,8 +477,8 @@ def test_resume_after_interruption_and_clean_start_on_change(tiny, questions, tm
     with caplog.at_level("WARNING", logger="heal_rag"):
         result = evaluate_rag([config], questions, k=5, out_dir=tmp_path, n_resamples=100)
     assert "skipped 2 unreadable or incomplete line(s)" in caplog.text
-    assert resumed_retriever.calls == len(questions.questions) - 2  # the missing and the incomplete ran
-    assert len(checkpoints[0].read_text().splitlines()) == len(questions.questions) + 2
+    assert resumed_retriever.calls == len(questions.queries) - 2  # the missing and the incomplete ran
+    assert len(checkpoints[0].read_text().splitlines()) == len(questions.queries) + 2
     fresh = evaluate_rag(
         [RAGConfiguration("kw", retriever=KeywordRetriever(nodes), description={"model": "kw-v1"})],
         questions,
@@ -488,7 +490,7 @@ def test_resume_after_interruption_and_clean_start_on_change(tiny, questions, tm
     changed_retriever = Interrupting(nodes, stop_after=100)
     changed = RAGConfiguration("kw", retriever=changed_retriever, description={"model": "kw-v2"})
     evaluate_rag([changed], questions, k=5, out_dir=tmp_path, n_resamples=100)
-    assert changed_retriever.calls == len(questions.questions)
+    assert changed_retriever.calls == len(questions.queries)
     assert len(list((tmp_path / "checkpoints").glob("rag-*.jsonl"))) == 2
 
 
@@ -497,18 +499,46 @@ def test_pubmedqa_mixed_loader():
     pubmedqa, scifact = DATA / "pubmedqa_pqal", DATA / "scifact"
     if not (pubmedqa.exists() and scifact.exists()):
         pytest.skip("../shared/data is absent")
-    dataset, questions = load_pubmedqa_mixed(
-        pubmedqa, scifact, split="test", max_questions=20, n_distractors=200
-    )
-    assert len(questions.questions) == 20
+    dataset = load_pubmedqa(pubmedqa, scifact, split="test", n_distractors=200)
+    questions = dataset.sample_queries(20, seed=0)
+    assert len(questions.queries) == 20
     assert len(dataset.corpus) == 1000 + 200
     assert sum(1 for d in dataset.corpus if d.startswith("distractor:")) == 200
-    assert set(questions.decisions) == set(questions.questions)
+    assert set(questions.decisions) == set(questions.queries)
     assert set(questions.decisions.values()) <= {"yes", "no", "maybe"}
-    assert set(questions.references) == set(questions.questions)
+    assert set(questions.references) == set(questions.queries)
     assert all(
-        isinstance(dataset.corpus[d], Document) for d in questions.relevant(next(iter(questions.questions)))
+        isinstance(dataset.corpus[d], CorpusDocument)
+        for d in questions.relevant(next(iter(questions.queries)))
     )
+    # the deprecated loader returns the same (all questions, the sample) pair
+    from heal_rag.evaluation.rag import load_pubmedqa_mixed
+
+    with pytest.warns(DeprecationWarning, match="load_pubmedqa"):
+        old_all, old_sample = load_pubmedqa_mixed(
+            pubmedqa, scifact, split="test", max_questions=20, n_distractors=200
+        )
+    assert old_all.fingerprint == dataset.fingerprint and old_sample.fingerprint == questions.fingerprint
+
+
+def test_deprecated_question_set_returns_the_equivalent_dataset(tiny, questions):
+    from heal_rag.evaluation.rag import QuestionSet
+
+    with pytest.warns(DeprecationWarning, match="sample_queries"):
+        sampled = QuestionSet.from_dataset(tiny, references=questions.references)
+    assert isinstance(sampled, RetrievalDataset)
+    assert sampled.fingerprint == questions.fingerprint  # so old checkpoints keep resuming
+    with pytest.warns(DeprecationWarning, match="RetrievalDataset"):
+        built = QuestionSet(
+            {"q1": "x"}, {"q1": {"d1": 1}}, {"d1": "text", "d2": "other"}, decisions={"q1": "Yes "}
+        )
+    assert (
+        built.queries == {"q1": "x"}
+        and built.corpus["d1"].text == "text"
+        and built.decisions == {"q1": "yes"}
+    )
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="not in its corpus"):
+        QuestionSet({"q1": "x"}, {"q1": {"missing-doc": 1}}, {"d1": "text"})
 
 
 @pytest.mark.slow  # loads the embedding model twice and indexes with each (about a minute on a busy core)
@@ -536,13 +566,18 @@ def test_cli_evaluate_rag_writes_three_reports(tmp_path, capsys):
         "5",
         "--resamples",
         "200",
+        "--bm25",
+        "--hybrid",
         "--out",
         str(out),
     ]
     assert main(argv) == 0
     data = json.loads((out / "report.json").read_text())
-    assert set(data["configurations"]) == {"base", "base-2"}  # both names resolve to the bundled model
-    assert 0.0 <= data["configurations"]["base"]["ndcg@10"] <= 1.0
+    # both names resolve to the bundled model; --bm25 and --hybrid add the pipeline's BM25 systems
+    assert set(data["configurations"]) == {"bm25", "base", "base-2", "base+bm25", "base-2+bm25"}
+    scores = {name: values["ndcg@10"] for name, values in data["configurations"].items()}
+    assert 0.0 <= scores["base"] <= 1.0
+    assert scores["base"] == scores["base-2"] and scores["base+bm25"] == scores["base-2+bm25"]
     assert (out / "report.md").read_text().startswith("# RAG evaluation")
     assert "<img" in (out / "report.html").read_text()
     assert "report:" in capsys.readouterr().out

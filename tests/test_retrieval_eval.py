@@ -8,7 +8,7 @@ import pytest
 
 from heal_rag._models import default_model_path
 from heal_rag.cli import main
-from heal_rag.datasets import Document, RetrievalDataset
+from heal_rag.datasets import CorpusDocument, RetrievalDataset
 from heal_rag.evaluation import bm25_run, dense_run, evaluate_models
 from heal_rag.evaluation.retrieval import model_fingerprint
 
@@ -91,7 +91,7 @@ def test_cache_hit_reuses_embeddings(small_dataset, tmp_path):
 
     # a changed corpus text is re-encoded; the unchanged queries still come from the cache
     corpus = dict(small_dataset.corpus)
-    corpus["d0"] = Document(id="d0", text="A different first document.")
+    corpus["d0"] = CorpusDocument(id="d0", text="A different first document.")
     changed = RetrievalDataset(corpus, small_dataset.queries, small_dataset.qrels)
     fourth = dense_run(default_model_path(), changed, cache_dir=cache, show_progress=False)
     assert fourth.cache == {"corpus": "miss", "queries": "hit"}

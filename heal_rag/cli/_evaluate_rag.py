@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import random
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "rag",
         help="retrieval metrics, hallucination signals and an optional LLM judge for models side by side",
         description=(
-            "Index CORPUS with each --model, retrieve (and optionally answer) every question of --split, and "
-            "write DIR/report.md, DIR/report.html and DIR/report.json. Retrieval metrics and the judge-free "
-            "signals need no LLM; RAGAS judge metrics are opt-in with --judge."
+            "Index CORPUS with each --model (FAISS, as `heal-rag demo` does), retrieve (and optionally "
+            "answer) every question of --split, and write DIR/report.md, DIR/report.html and "
+            "DIR/report.json. Retrieval metrics and the judge-free signals need no LLM; RAGAS judge metrics "
+            "are opt-in with --judge."
         ),
     )
     parser.add_argument(
@@ -34,6 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         required=True,
         help="embedding model: HEAL model folder, sentence-transformers folder/hub name or 'default'; repeat",
+    )
+    parser.add_argument("--bm25", action="store_true", help='add the BM25 baseline under "bm25"')
+    parser.add_argument(
+        "--hybrid",
+        action="store_true",
+        help='also fuse each --model with BM25 (the pipeline\'s fusion), under "<model>+bm25"',
     )
     parser.add_argument(
         "--retriever",
@@ -134,19 +140,15 @@ def _has_decisions(folder: Path) -> bool:
     return False
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, Any]:
-    from heal_rag.datasets import RetrievalDataset, load_beir
-    from heal_rag.evaluation.rag import QuestionSet, load_pubmedqa_mixed
+def _load(args: argparse.Namespace) -> Any:
+    """Return the questions to evaluate: a seeded sample of judged queries, over <= --max-docs documents."""
+    from heal_rag.datasets import load_beir
+    from heal_rag.evaluation.pubmedqa import load_pubmedqa
 
     folder = require_corpus_folder(args.corpus)
     if _has_decisions(folder):
-        dataset, questions = load_pubmedqa_mixed(
-            folder,
-            args.distractors,
-            split=args.split,
-            max_questions=args.max_questions,
-            n_distractors=args.n_distractors,
-            seed=args.seed,
+        dataset = load_pubmedqa(
+            folder, args.distractors, split=args.split, n_distractors=args.n_distractors, seed=args.seed
         )
     else:
         if args.distractors is not None:
@@ -154,28 +156,10 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
                 "--distractors is supported for question sets with gold decisions (PubMedQA layout)."
             )
         dataset = load_beir(folder, split=args.split)
-        questions = QuestionSet.from_dataset(dataset, max_questions=args.max_questions, seed=args.seed)
-    if args.max_docs is not None and args.max_docs < len(dataset.corpus):
-        keep = list(dict.fromkeys(d for q in questions.questions for d in questions.relevant(q)))
-        others = [d for d in dataset.corpus if d not in set(keep)]
-        extra = max(0, args.max_docs - len(keep))
-        keep_set = set(keep) | set(random.Random(args.seed).sample(others, min(extra, len(others))))
-        corpus = {d: doc for d, doc in dataset.corpus.items() if d in keep_set}
-        dataset = RetrievalDataset(
-            corpus=corpus,
-            queries={q: dataset.queries[q] for q in questions.questions},
-            qrels={q: dataset.qrels[q] for q in questions.questions if q in dataset.qrels},
-            name=dataset.name,
-        )
-        questions = QuestionSet(
-            questions=questions.questions,
-            qrels=questions.qrels,
-            contexts={d: doc.full_text for d, doc in corpus.items()},
-            references=questions.references,
-            decisions=questions.decisions,
-            name=questions.name,
-        )
-    return dataset, questions
+    dataset = dataset.sample_queries(args.max_questions, seed=args.seed)
+    if args.max_docs is not None:
+        dataset = dataset.reduce_corpus(args.max_docs, seed=args.seed)
+    return dataset
 
 
 def _llm(spec: str, model: str, what: str) -> Any:
@@ -202,12 +186,12 @@ def _config_names(models: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``heal-rag evaluate rag``."""
-    from llama_index.core import VectorStoreIndex
-
     from heal_rag._models import resolve_model_name
-    from heal_rag.evaluation.rag import RAGConfiguration, evaluate_rag
+    from heal_rag._progress import show_progress
+    from heal_rag.evaluation.rag import evaluate_rag
     from heal_rag.evaluation.report import summary_table, write_report
-    from heal_rag.integrations import HEALEmbedding, HierarchicalRetriever
+    from heal_rag.integrations import HEALEmbedding
+    from heal_rag.systems import bm25_candidates, bm25_system, dense_system
 
     if len(args.model) != len(set(args.model)):
         raise InvalidValueError(f"--model values must differ; got {args.model}.")
@@ -217,44 +201,39 @@ def run(args: argparse.Namespace) -> int:
     check_models(list(args.model), "--model")
     generator = _llm(args.llm, args.llm_model, "llm")
     judge_llm = _llm(args.judge, args.judge_model, "judge")
-    dataset, questions = _load(args)
-    logger.info("%s: %d questions, %d documents", dataset.name, len(questions.questions), len(dataset.corpus))
+    dataset = _load(args)
+    logger.info("%s: %d questions, %d documents", dataset.name, len(dataset.queries), len(dataset.corpus))
 
-    configurations = []
+    nodes = dataset.to_nodes()
+    common = {"llm": generator, "generation_top_n": args.generation_top_n}
+    configurations = [bm25_system(nodes, top_k=args.top_k, **common)] if args.bm25 else []
+    candidates = bm25_candidates(nodes) if args.hybrid else None
+    hybrids = []
     hierarchy = None
     judge_embeddings = None
-    from heal_rag._progress import show_progress
-
     show = show_progress()  # follows the heal_rag log level main() set (-q hides bars)
     for name, model in zip(_config_names(args.model), args.model, strict=True):
         embed = HEALEmbedding.from_pretrained(resolve_model_name(model))
         if judge_embeddings is None:
             judge_embeddings = embed  # the judge's embedding metrics use the first (baseline) model, locally
-        index = VectorStoreIndex(dataset.to_nodes(), embed_model=embed, show_progress=show)
         model_hierarchy = embed.hierarchy
-        mode = args.retriever if model_hierarchy is not None else "flat"
-        if mode == "flat":
-            retriever = index.as_retriever(similarity_top_k=args.top_k)
-        else:
-            retriever = HierarchicalRetriever(
-                index, hierarchy=model_hierarchy, mode=mode, similarity_top_k=args.top_k
-            )
-            hierarchy = hierarchy or model_hierarchy
-        configurations.append(
-            RAGConfiguration(
-                name,
-                retriever=retriever,
-                llm=generator,
-                generation_top_n=args.generation_top_n,
-                description={
-                    "model": str(model),
-                    "weights": getattr(embed, "weights_fingerprint", ""),
-                    "retriever": mode,
-                    "top_k": args.top_k,
-                    "hierarchy": getattr(model_hierarchy, "fingerprint", None),
-                },
-            )
+        system = dense_system(
+            name,
+            embed,
+            nodes,
+            top_k=args.top_k,
+            mode=args.retriever if model_hierarchy is not None else "flat",
+            hierarchy=model_hierarchy,
+            description={"model": str(model), "top_k": args.top_k},
+            bm25_candidates=candidates,
+            show_progress=show,
+            **common,
         )
+        configurations.append(system.configuration)
+        if system.hybrid is not None:
+            hybrids.append(system.hybrid)
+        hierarchy = hierarchy or model_hierarchy
+    configurations += hybrids
     extra = {
         "corpus": str(Path(args.corpus).resolve()),
         "split": args.split,
@@ -262,6 +241,7 @@ def run(args: argparse.Namespace) -> int:
         "max_questions": args.max_questions,
         "max_docs": args.max_docs,
         "distractors": args.distractors,
+        "index": "faiss",
         "llm": args.llm if not args.llm.startswith("http") else f"{args.llm} ({args.llm_model})",
         "judge_spec": args.judge
         if not args.judge.startswith("http")
@@ -270,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
     }
     result = evaluate_rag(
         configurations,
-        questions,
+        dataset,
         judge=judge_llm,
         judge_embeddings=judge_embeddings if judge_llm is not None else None,
         judge_timeout=args.judge_timeout,

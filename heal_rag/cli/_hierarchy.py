@@ -13,7 +13,7 @@ from heal_rag.cli._common import check_outputs, positive_int, seed_int
 from heal_rag.errors import InputNotFoundError, InvalidValueError, OutputExistsError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from heal_rag.datasets import Document
+    from heal_rag.datasets import CorpusDocument
     from heal_rag.hierarchy import Hierarchy
 
 logger = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def check_output_dir(directory: Path, *, overwrite: bool) -> None:
         )
 
 
-def build_hierarchy(documents: list[Document], params: dict[str, Any]) -> Hierarchy:
+def build_hierarchy(documents: list[CorpusDocument], params: dict[str, Any]) -> Hierarchy:
     """Fit :class:`HNMFk` on the documents' ``full_text`` (title + text) and return the hierarchy."""
     from heal_rag.hierarchy import HNMFk
 

@@ -21,7 +21,7 @@ Metrics per question (NaN where a metric does not apply; the reason is counted a
 - LLM judge (opt-in): RAGAS ``faithfulness``, ``answer_correctness``, ``answer_relevancy``.
 
 Example:
-    >>> questions = QuestionSet.from_dataset(dataset, max_questions=50)  # doctest: +SKIP
+    >>> questions = load_beir("data/scifact", split="test").sample_queries(50)  # doctest: +SKIP
     >>> configs = [RAGConfiguration("base", retriever=base_index.as_retriever(similarity_top_k=10)),
     ...            RAGConfiguration("heal", retriever=heal_retriever)]  # doctest: +SKIP
     >>> result = evaluate_rag(configs, questions, out_dir="runs/rag")  # doctest: +SKIP
@@ -31,24 +31,28 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
-import random
-import re
-import time
-from collections.abc import Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from heal_rag._io import loads_json
 from heal_rag._progress import show_progress as resolve_show_progress
-from heal_rag.errors import InputNotFoundError, InvalidTypeError, InvalidValueError
+from heal_rag.datasets import DECISIONS, CorpusDocument, RetrievalDataset
+from heal_rag.errors import InvalidTypeError, InvalidValueError
+from heal_rag.evaluation._checkpoint import CHECKPOINT_FORMAT, Checkpoint, config_hash
+from heal_rag.evaluation._rag_runner import (
+    DECISION_QA_TEMPLATE,
+    DOC_ID_METADATA_KEYS,
+    RAGRunner,
+    node_doc_id,
+    parse_decision,
+)
 from heal_rag.evaluation.stats import (
     ConfidenceInterval,
     PairedComparison,
@@ -61,9 +65,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from llama_index.core.base.base_retriever import BaseRetriever
     from llama_index.core.llms import LLM
     from llama_index.core.prompts import BasePromptTemplate
-    from llama_index.core.schema import BaseNode, NodeWithScore
 
-    from heal_rag.datasets import RetrievalDataset
     from heal_rag.evaluation.ragas_metrics import RagasJudge
 
 logger = logging.getLogger(__name__)
@@ -76,14 +78,13 @@ __all__ = [
     "RAGEvaluationResult",
     "evaluate_rag",
     "parse_decision",
+    "DECISION_QA_TEMPLATE",
+    "DECISIONS",
+    "CHECKPOINT_FORMAT",
     "load_pubmedqa_mixed",
     "METRIC_INFO",
     "ranked_configurations",
 ]
-
-CHECKPOINT_FORMAT = 1
-DOC_ID_METADATA_KEYS = ("doc_id", "_id")
-DECISIONS = ("yes", "no", "maybe")
 
 # name -> (higher is better, short description); the report uses this to label and orient metrics
 METRIC_INFO: dict[str, tuple[bool, str]] = {
@@ -103,123 +104,37 @@ METRIC_INFO: dict[str, tuple[bool, str]] = {
     "answer_relevancy": (True, "RAGAS judge: the answer addresses the question"),
 }
 
-# An answer that declines to answer is not counted as "answered" by the judge-free signal.
-_ABSTENTION = re.compile(
-    r"^\s*(empty response|i (do not|don't|cannot|can't) (know|answer|determine)|"
-    r"(the )?(context|information) (does not|doesn't) (provide|contain|mention)|"
-    r"(there is )?not enough information)",
-    re.IGNORECASE,
-)
-_DECISION = re.compile(r"\b(yes|no|maybe)\b", re.IGNORECASE)
 
-DECISION_QA_TEMPLATE = (
-    "Context information is below.\n---------------------\n{context_str}\n---------------------\n"
-    "Using only the context, answer the question. Begin the answer with yes, no or maybe, then "
-    "explain in one "
-    "sentence.\nQuestion: {query_str}\nAnswer: "
-)
-
-
-def node_doc_id(node: BaseNode | NodeWithScore) -> str:
-    """Return the BEIR document id of a (retrieved) node.
-
-    Order: ``metadata["doc_id"]``, ``metadata["_id"]``, ``ref_doc_id`` (a chunk's document), ``node_id``.
-    """
-    node = getattr(node, "node", node)
-    metadata = getattr(node, "metadata", None) or {}
-    for key in DOC_ID_METADATA_KEYS:
-        value = metadata.get(key)
-        if value is not None and str(value):
-            return str(value)
-    ref = getattr(node, "ref_doc_id", None)
-    if ref:
-        return str(ref)
-    return str(node.node_id)
-
-
-def parse_decision(text: str | None) -> str | None:
-    """Return the first standalone yes/no/maybe word of an answer (lower case), or None."""
-    if not text:
-        return None
-    match = _DECISION.search(text)
-    return match.group(1).lower() if match else None
-
-
-def _preview(ids: Iterable[Any], limit: int = 5) -> str:
-    ids = list(ids)
-    shown = ", ".join(repr(i) for i in ids[:limit])
-    return shown + (f" ... and {len(ids) - limit} more" if len(ids) > limit else "")
-
-
-# ------------------------------------------------------------------------------------------------------------
-# question set
-# ------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
 class QuestionSet:
-    """Questions with their relevant documents and, optionally, reference answers and gold decisions.
+    """Deprecated: a question set is a :class:`heal_rag.datasets.RetrievalDataset` (issue 11).
 
-    Args:
-        questions: question id -> question text, in evaluation order.
-        qrels: question id -> {document id: grade}; grade > 0 means relevant. Questions without any relevant
-            document are kept, but metrics that need one are skipped for them (NaN, noted in the report).
-        contexts: document id -> text of every document the retrievers may return (usually the whole corpus).
-            Used for ``reference_contexts`` and to check that retrieved ids belong to this corpus.
-        references: question id -> reference answer (enables ``answer_correctness``).
-        decisions: question id -> gold "yes"/"no"/"maybe" (enables ``decision_accuracy``).
-        name: a short name for reports.
-
-    Raises:
-        ValueError: when qrels name questions or documents that are unknown (a corpus/qrels mismatch), or a
-            decision is not yes/no/maybe.
-
-    Example:
-        >>> qs = QuestionSet({"q1": "Does aspirin lower fever?"}, {"q1": {"d1": 1}}, {"d1": "Aspirin helps."})
-        >>> qs.relevant("q1")
-        ['d1']
-
+    ``QuestionSet(questions, qrels, contexts, references=..., decisions=..., name=...)`` returns the
+    equivalent ``RetrievalDataset`` (``questions`` become its queries, ``contexts`` its corpus), and
+    ``QuestionSet.from_dataset(dataset, max_questions=n, seed=s)`` returns
+    ``dataset.sample_queries(n, seed=s)`` with the given references and decisions. Both warn.
     """
 
-    questions: dict[str, str]
-    qrels: dict[str, dict[str, int]]
-    contexts: dict[str, str]
-    references: dict[str, str] = field(default_factory=dict)
-    decisions: dict[str, str] = field(default_factory=dict)
-    name: str = ""
-
-    def __post_init__(self) -> None:
-        self.questions = {str(k): str(v) for k, v in dict(self.questions).items()}
-        if not self.questions:
-            raise InvalidValueError(f"The question set {self.name!r} has no questions.")
-        if not self.contexts:
-            raise InvalidValueError(f"The question set {self.name!r} has an empty corpus (contexts).")
-        self.qrels = {str(q): {str(d): int(g) for d, g in judged.items()} for q, judged in self.qrels.items()}
-        self.contexts = {str(k): str(v) for k, v in self.contexts.items()}
-        unknown_q = [q for q in self.qrels if q not in self.questions]
-        if unknown_q:
-            raise InvalidValueError(
-                f"{len(unknown_q)} question id(s) in the qrels are not among the questions: "
-                f"{_preview(unknown_q)}. "
-                "Check that the qrels split matches the queries."
-            )
-        unknown_d = sorted({d for judged in self.qrels.values() for d in judged if d not in self.contexts})
-        if unknown_d:
-            raise InvalidValueError(
-                f"Corpus/qrels mismatch: {len(unknown_d)} relevant document id(s) are not in the corpus: "
-                f"{_preview(unknown_d)}. Check that the qrels belong to this corpus (same BEIR folder)."
-            )
-        for mapping, what in ((self.references, "references"), (self.decisions, "decisions")):
-            stray = [q for q in mapping if q not in self.questions]
-            if stray:
-                logger.debug("%d %s belong to no question; ignored", len(stray), what)
-        self.references = {
-            q: str(a) for q, a in self.references.items() if q in self.questions and str(a).strip()
-        }
-        self.decisions = {q: str(d).strip().lower() for q, d in self.decisions.items() if q in self.questions}
-        bad = {q: d for q, d in self.decisions.items() if d not in DECISIONS}
-        if bad:
-            raise InvalidValueError(f"Gold decisions must be yes, no or maybe; got {_preview(bad.items())}.")
+    def __new__(  # type: ignore[misc]
+        cls,
+        questions: Mapping[str, str],
+        qrels: Mapping[str, Mapping[str, int]],
+        contexts: Mapping[str, str],
+        references: Mapping[str, str] | None = None,
+        decisions: Mapping[str, str] | None = None,
+        name: str = "",
+    ) -> RetrievalDataset:
+        """Return the equivalent :class:`~heal_rag.datasets.RetrievalDataset` (deprecated)."""
+        _warn_question_set("QuestionSet(...)", "RetrievalDataset(corpus, queries, qrels, ...)")
+        if not questions:
+            raise InvalidValueError(f"The question set {name!r} has no questions.")
+        return RetrievalDataset(
+            corpus={str(d): CorpusDocument(str(d), str(text)) for d, text in contexts.items()},
+            queries={str(q): str(text) for q, text in questions.items()},
+            qrels={str(q): {str(d): int(g) for d, g in judged.items()} for q, judged in qrels.items()},
+            name=name,
+            references={q: a for q, a in (references or {}).items() if q in questions},
+            decisions={q: d for q, d in (decisions or {}).items() if q in questions},
+        )
 
     @classmethod
     def from_dataset(
@@ -231,54 +146,33 @@ class QuestionSet:
         max_questions: int | None = None,
         only_judged: bool = True,
         seed: int = 0,
-    ) -> QuestionSet:
-        """Build a question set from a :class:`heal_rag.datasets.RetrievalDataset`.
-
-        Args:
-            dataset: corpus, queries and qrels.
-            references: optional reference answers by question id.
-            decisions: optional gold yes/no/maybe by question id.
-            max_questions: keep a seeded random sample of this many questions (in their original order).
-            only_judged: keep only questions with at least one relevant document.
-            seed: seed of the sample.
-
-        """
-        ids = [
-            q
-            for q in dataset.queries
-            if not only_judged or any(g > 0 for g in dataset.qrels.get(q, {}).values())
-        ]
-        if not ids:
-            raise InvalidValueError(
-                f"Dataset {dataset.name!r} has no question with a relevant document; check the qrels split."
-            )
-        if max_questions is not None:
-            if max_questions < 1:
-                raise InvalidValueError(f"max_questions must be >= 1; got {max_questions}.")
-            if max_questions < len(ids):
-                keep = set(random.Random(seed).sample(ids, max_questions))
-                ids = [q for q in ids if q in keep]
-        return cls(
-            questions={q: dataset.queries[q] for q in ids},
-            qrels={q: dict(dataset.qrels[q]) for q in ids if q in dataset.qrels},
-            contexts={d: doc.full_text for d, doc in dataset.corpus.items()},
-            references={q: a for q, a in (references or {}).items() if q in ids},
-            decisions={q: a for q, a in (decisions or {}).items() if q in ids},
+    ) -> RetrievalDataset:
+        """Return ``dataset.sample_queries(max_questions, seed=seed)`` with these answers (deprecated)."""
+        _warn_question_set("QuestionSet.from_dataset(...)", "RetrievalDataset.sample_queries(...)")
+        with_answers = RetrievalDataset(
+            corpus=dataset.corpus,
+            queries=dataset.queries,
+            qrels=dataset.qrels,
             name=dataset.name,
+            references={
+                **dataset.references,
+                **{q: a for q, a in (references or {}).items() if q in dataset.queries},
+            },
+            decisions={
+                **dataset.decisions,
+                **{q: d for q, d in (decisions or {}).items() if q in dataset.queries},
+            },
         )
+        return with_answers.sample_queries(max_questions, seed=seed, only_judged=only_judged)
 
-    def relevant(self, question_id: str) -> list[str]:
-        """Ids of the documents relevant to a question (grade > 0)."""
-        return [d for d, g in self.qrels.get(question_id, {}).items() if g > 0]
 
-    @property
-    def fingerprint(self) -> str:
-        """SHA-256 of questions, qrels, references and decisions (the corpus enters through its ids)."""
-        payload = json.dumps(
-            [self.questions, self.qrels, self.references, self.decisions, sorted(self.contexts)],
-            sort_keys=True,
-        )
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+def _warn_question_set(old: str, new: str) -> None:
+    warnings.warn(
+        f"heal_rag.evaluation.rag.{old} is deprecated: questions are a heal_rag.datasets.RetrievalDataset "
+        f"(with optional references and decisions); use {new}.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -411,260 +305,9 @@ class RAGEvaluationResult:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _config_hash(config: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
-
-
-# what every checkpoint record holds (RAGRunner.run writes them all), with its type
-_RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "configuration": str,
-    "question_id": str,
-    "retrieved_ids": list,
-    "generation_ids": list,
-    "scores": dict,
-    "errors": dict,
-}
-
-
-def _is_record(record: Any) -> bool:
-    """Whether a parsed checkpoint line is a complete record (a line lacking keys is treated as torn)."""
-    return (
-        isinstance(record, dict)
-        and all(isinstance(record.get(key), kind) for key, kind in _RECORD_FIELDS.items())
-        and all(isinstance(d, str) for d in record["retrieved_ids"])
-        and all(v is None or isinstance(v, (int, float)) for v in record["scores"].values())
-    )
-
-
-class _Checkpoint:
-    """Append-only JSONL of per-(question, configuration) records, one file per configuration hash."""
-
-    def __init__(self, out_dir: Path | None, config_hash: str, resume: bool) -> None:
-        self.path = None if out_dir is None else out_dir / "checkpoints" / f"rag-{config_hash}.jsonl"
-        self.records: dict[tuple[str, str], dict[str, Any]] = {}
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        others = [p.name for p in self.path.parent.glob("rag-*.jsonl") if p != self.path]
-        if others:
-            logger.info(
-                "ignoring %d checkpoint(s) of other configurations in %s", len(others), self.path.parent
-            )
-        if not resume and self.path.exists():
-            self.path.unlink()
-        if self.path.exists():
-            self._load()
-
-    def _load(self) -> None:
-        assert self.path is not None
-        raw = self.path.read_bytes()
-        if raw and not raw.endswith(b"\n"):
-            # the run was killed mid-line: drop the torn record so the next append starts on a fresh line
-            raw = raw[: raw.rfind(b"\n") + 1]
-            with open(self.path, "r+b") as handle:
-                handle.truncate(len(raw))
-        skipped = 0
-        for line in raw.decode("utf-8", errors="replace").splitlines():
-            if not line.strip():
-                continue
-            try:
-                record = loads_json(line)
-            except json.JSONDecodeError:
-                record = None
-            if not _is_record(record):
-                skipped += 1  # torn, edited or foreign: that question is simply run again
-                continue
-            self.records[(record["configuration"], record["question_id"])] = record
-        if skipped:
-            logger.warning(
-                "skipped %d unreadable or incomplete line(s) in %s; those questions are run again",
-                skipped,
-                self.path,
-            )
-        if self.records:
-            logger.info("resuming: %d record(s) found in %s", len(self.records), self.path)
-
-    def get(self, configuration: str, question_id: str) -> dict[str, Any] | None:
-        return self.records.get((configuration, question_id))
-
-    def append(self, record: dict[str, Any]) -> None:
-        self.records[(record["configuration"], record["question_id"])] = record
-        if self.path is None:
-            return
-        line = json.dumps(record, ensure_ascii=False, default=_json_default) + "\n"
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise InvalidTypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if value is not None and math.isfinite(value) else None
-
-
 # ------------------------------------------------------------------------------------------------------------
 # the run
 # ------------------------------------------------------------------------------------------------------------
-
-
-class _Runner:
-    """Runs one configuration on one question and scores it (the per-question unit of the checkpoint)."""
-
-    def __init__(
-        self,
-        questions: QuestionSet,
-        retrieval_metrics: Any,
-        judge: RagasJudge | None,
-    ) -> None:
-        self.questions = questions
-        self.retrieval_metrics = retrieval_metrics
-        self.judge = judge
-        self._synthesizers: dict[str, Any] = {}
-        self._checked_ids = False
-
-    def _synthesizer(self, config: RAGConfiguration) -> Any:
-        if config.name not in self._synthesizers:
-            from llama_index.core import get_response_synthesizer
-            from llama_index.core.prompts import PromptTemplate
-
-            template = config.text_qa_template
-            if template is None and self.questions.decisions:
-                template = DECISION_QA_TEMPLATE
-            if isinstance(template, str):
-                template = PromptTemplate(template)
-            kwargs = {"text_qa_template": template} if template is not None else {}
-            self._synthesizers[config.name] = get_response_synthesizer(
-                llm=config.llm, response_mode="compact", **kwargs
-            )
-        return self._synthesizers[config.name]
-
-    def _check_ids(self, config: RAGConfiguration, ids: list[str]) -> None:
-        """Fail early when the index's document ids do not match the corpus (wrong id convention)."""
-        if self._checked_ids or not ids:
-            return
-        known = [d for d in ids if d in self.questions.contexts]
-        if not known:
-            raise InvalidValueError(
-                f"Configuration {config.name!r} retrieved document ids that are not in the corpus "
-                f"({_preview(ids, 3)}). heal-rag reads a node's document id from metadata 'doc_id' or '_id', "
-                "then ref_doc_id, then node_id: index nodes built from the same corpus "
-                "(RetrievalDataset.to_nodes())."
-            )
-        self._checked_ids = True
-
-    def run(self, config: RAGConfiguration, question_id: str) -> dict[str, Any]:
-        from llama_index.core.schema import MetadataMode, QueryBundle
-
-        question = self.questions.questions[question_id]
-        record: dict[str, Any] = {
-            "configuration": config.name,
-            "question_id": question_id,
-            "retrieved_ids": [],
-            "generation_ids": [],
-            "response": None,
-            "scores": {},
-            "errors": {},
-        }
-        started = time.perf_counter()
-        nodes: list[NodeWithScore] = []
-        generation_nodes: list[NodeWithScore] = []
-        response: str | None = None
-        # 1. retrieve (and generate)
-        try:
-            engine = config.query_engine
-            if engine is None:
-                nodes = list(config.retriever.retrieve(question))  # type: ignore[union-attr]
-            elif hasattr(engine, "retrieve") and hasattr(engine, "synthesize"):
-                nodes = list(engine.retrieve(QueryBundle(question)))
-            else:
-                answer = engine.query(question)
-                nodes = list(getattr(answer, "source_nodes", []) or [])
-                generation_nodes = nodes
-                response = str(getattr(answer, "response", None) or "")
-        except Exception as error:  # noqa: BLE001 - one failing question must not end the run; it is counted
-            record["errors"]["retrieval"] = f"{type(error).__name__}: {error}"[:300]
-            logger.warning("%s: retrieval failed for question %s: %s", config.name, question_id, error)
-            return record
-        ids = [node_doc_id(n) for n in nodes]
-        self._check_ids(config, ids)
-        record["retrieved_ids"] = ids
-        record["retrieved_scores"] = [
-            _finite_or_none(n.score) if n.score is not None else None for n in nodes
-        ]
-        if config.generates and response is None:
-            generation_nodes = nodes if config.generation_top_n is None else nodes[: config.generation_top_n]
-            try:
-                if config.query_engine is not None:
-                    answer = config.query_engine.synthesize(QueryBundle(question), generation_nodes)  # type: ignore[attr-defined]
-                else:
-                    answer = self._synthesizer(config).synthesize(question, nodes=generation_nodes)
-                response = str(getattr(answer, "response", None) or "")
-            except Exception as error:  # noqa: BLE001 - an LLM error/timeout is counted, the run goes on
-                record["errors"]["generation"] = f"{type(error).__name__}: {error}"[:300]
-                logger.warning("%s: generation failed for question %s: %s", config.name, question_id, error)
-        record["generation_ids"] = [node_doc_id(n) for n in generation_nodes]
-        record["response"] = response
-        record["seconds"] = round(time.perf_counter() - started, 4)
-
-        # 2. RAGAS sample built from the source nodes
-        relevant = self.questions.relevant(question_id)
-        contexts = [n.node.get_content(metadata_mode=MetadataMode.LLM) for n in nodes]
-        sample_kwargs: dict[str, Any] = {
-            "user_input": question,
-            "retrieved_contexts": contexts,
-            "retrieved_context_ids": ids,
-            "reference_context_ids": relevant or None,
-            "reference_contexts": [self.questions.contexts[d] for d in relevant] or None,
-        }
-        scores: dict[str, float] = {}
-        if self.retrieval_metrics is not None:
-            from ragas import SingleTurnSample
-
-            scores.update(self.retrieval_metrics.score(SingleTurnSample(**sample_kwargs)))
-
-        # 3. judge-free hallucination signal
-        answered = bool(response) and not _ABSTENTION.match(response or "")
-        if config.generates:
-            record["answered"] = answered
-            if answered and relevant:
-                scores["ungrounded_answers"] = float(not set(record["generation_ids"]) & set(relevant))
-            else:
-                scores["ungrounded_answers"] = math.nan
-            gold = self.questions.decisions.get(question_id)
-            if gold is not None:
-                predicted = parse_decision(response) if response else None
-                record["decision"] = predicted
-                # an answer without a decision word counts as wrong; a failed generation is not scored
-                scores["decision_accuracy"] = float(predicted == gold) if response is not None else math.nan
-
-        # 4. LLM judge on the contexts the generator actually saw
-        if self.judge is not None and config.generates:
-            if answered:
-                from ragas import SingleTurnSample
-
-                judge_sample = SingleTurnSample(
-                    user_input=question,
-                    retrieved_contexts=[
-                        n.node.get_content(metadata_mode=MetadataMode.LLM) for n in generation_nodes
-                    ],
-                    response=response,
-                    reference=self.questions.references.get(question_id),
-                )
-                judge_scores, judge_errors = self.judge.score(judge_sample)
-                scores.update(judge_scores)
-                record["errors"].update({f"judge:{k}": v for k, v in judge_errors.items()})
-            else:
-                for name in self.judge.names:
-                    scores[name] = math.nan
-                record["errors"]["judge"] = "skipped: no answer to judge"
-        record["scores"] = {k: _finite_or_none(v) for k, v in scores.items()}
-        return record
 
 
 def _resolve_ir_functions() -> Any:
@@ -674,11 +317,11 @@ def _resolve_ir_functions() -> Any:
 
 
 def _ir_per_question(
-    questions: QuestionSet, records: Mapping[str, dict[str, Any]], k: int
+    dataset: RetrievalDataset, records: Mapping[str, dict[str, Any]], k: int
 ) -> dict[str, dict[str, float]]:
     """nDCG@10, MRR@10 and Recall@k per question from the retrieved rankings, via the shared ranx wrapper."""
     names = ["ndcg@10", "mrr@10", f"recall@{k}"]
-    qrels = {q: {d: g for d, g in questions.qrels.get(q, {}).items() if g > 0} for q in records}
+    qrels = {q: {d: g for d, g in dataset.qrels.get(q, {}).items() if g > 0} for q in records}
     run: dict[str, dict[str, float]] = {}
     for q, record in records.items():
         if not qrels.get(q) or "retrieval" in record.get("errors", {}):
@@ -719,7 +362,7 @@ def _judge_from_spec(judge: Any, judge_embeddings: Any, timeout: float) -> Ragas
 
 def evaluate_rag(
     configurations: Sequence[RAGConfiguration],
-    questions: QuestionSet,
+    dataset: RetrievalDataset,
     *,
     judge: RagasJudge | LLM | None = None,
     judge_embeddings: Any = None,
@@ -738,7 +381,8 @@ def evaluate_rag(
 
     Args:
         configurations: the systems to compare (unique names); the first is the baseline of comparisons.
-        questions: the question set.
+        dataset: the questions (its queries, in order), their qrels over its corpus, and optional reference
+            answers and gold decisions (e.g. ``load_beir(...).sample_queries(100)``).
         judge: an opt-in LLM judge: a :class:`RagasJudge` or any LlamaIndex LLM (then ``judge_embeddings``
             is required). None: retrieval metrics and judge-free signals only.
         judge_embeddings: a LlamaIndex embedding for the judge's embedding-based metrics.
@@ -776,6 +420,13 @@ def evaluate_rag(
     configurations = list(configurations)
     if not configurations:
         raise InvalidValueError("evaluate_rag needs at least one RAGConfiguration.")
+    if not isinstance(dataset, RetrievalDataset):
+        raise InvalidTypeError(
+            "evaluate_rag needs a heal_rag.datasets.RetrievalDataset of questions; "
+            f"got {type(dataset).__name__}."
+        )
+    if not dataset.queries:
+        raise InvalidValueError(f"Dataset {dataset.name!r} has no questions (queries) to evaluate.")
     names = [c.name for c in configurations]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -794,21 +445,21 @@ def evaluate_rag(
     judge_obj = _judge_from_spec(judge, judge_embeddings, judge_timeout)
     run_config: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
-        "question_set": questions.name,
-        "question_set_fingerprint": questions.fingerprint,
-        "n_questions": len(questions.questions),
+        "question_set": dataset.name,
+        "question_set_fingerprint": dataset.fingerprint,
+        "n_questions": len(dataset.queries),
         "k": k,
         "configurations": {c.name: c.describe() for c in configurations},
         "judge": judge_obj.describe() if judge_obj is not None else None,
         **dict(extra_config or {}),
     }
-    config_hash = _config_hash(run_config)
-    run_config["config_hash"] = config_hash
+    run_hash = config_hash(run_config)
+    run_config["config_hash"] = run_hash
     out_path = Path(out_dir) if out_dir is not None else None
-    checkpoint = _Checkpoint(out_path, config_hash, resume)
-    runner = _Runner(questions, retrieval_metrics, judge_obj)
+    checkpoint = Checkpoint(out_path, run_hash, resume)
+    runner = RAGRunner(dataset, retrieval_metrics, judge_obj)
 
-    question_ids = list(questions.questions)
+    question_ids = list(dataset.queries)
     disable = not resolve_show_progress(show_progress)
     try:
         for question_id in tqdm(question_ids, desc="RAG evaluation", unit="question", disable=disable):
@@ -825,7 +476,7 @@ def evaluate_rag(
 
     records = {c.name: {q: checkpoint.get(c.name, q) for q in question_ids} for c in configurations}
     return _aggregate(
-        questions,
+        dataset,
         configurations,
         records,
         judge_obj,
@@ -855,13 +506,13 @@ def ranked_configurations(summary: Mapping[str, Mapping[str, float]], metric: st
 
 
 def _aggregate(
-    questions: QuestionSet,
+    dataset: RetrievalDataset,
     configurations: Sequence[RAGConfiguration],
     records: dict[str, dict[str, Any]],
     judge: RagasJudge | None,
     k: int,
     run_config: dict[str, Any],
-    checkpoint: _Checkpoint,
+    checkpoint: Checkpoint,
     n_resamples: int,
     confidence: float,
     seed: int,
@@ -871,22 +522,22 @@ def _aggregate(
 ) -> RAGEvaluationResult:
     from heal_rag.evaluation.ragas_metrics import RETRIEVAL_METRICS
 
-    question_ids = list(questions.questions)
+    question_ids = list(dataset.queries)
     per_question: dict[str, dict[str, np.ndarray]] = {}
     counts: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
-    n_unjudged = sum(1 for q in question_ids if not questions.relevant(q))
+    n_unjudged = sum(1 for q in question_ids if not dataset.relevant(q))
     if n_unjudged:
         notes.append(
             f"{n_unjudged} question(s) have no relevant document in the qrels: retrieval metrics skip them."
         )
     for config in configurations:
         recs = records[config.name]
-        ir = _ir_per_question(questions, recs, k)
+        ir = _ir_per_question(dataset, recs, k)
         metric_names = ["ndcg@10", "mrr@10", f"recall@{k}", *(RETRIEVAL_METRICS if ragas_metrics else ())]
         if config.generates:
             metric_names.append("ungrounded_answers")
-            if questions.decisions:
+            if dataset.decisions:
                 metric_names.append("decision_accuracy")
             if judge is not None:
                 metric_names.extend(judge.names)
@@ -931,9 +582,9 @@ def _aggregate(
         )
     if judge is None:
         notes.append("No LLM judge: faithfulness, answer_correctness and answer_relevancy were not computed.")
-    elif generating and not questions.references:
+    elif generating and not dataset.references:
         notes.append("The questions have no reference answers: answer_correctness was skipped (not faked).")
-    if generating and not questions.decisions:
+    if generating and not dataset.decisions:
         notes.append("The questions have no gold yes/no/maybe decisions: decision_accuracy was not computed.")
 
     summary: dict[str, dict[str, float]] = {}
@@ -980,86 +631,33 @@ def load_pubmedqa_mixed(
     n_distractors: int | None = None,
     distractor_prefix: str = "distractor:",
     seed: int = 0,
-) -> tuple[RetrievalDataset, QuestionSet]:
-    """PubMedQA (PQA-L) questions over their passages mixed with another corpus's documents as distractors.
+) -> tuple[RetrievalDataset, RetrievalDataset]:
+    """Load PubMedQA with distractors (deprecated: use :func:`~heal_rag.evaluation.pubmedqa.load_pubmedqa`).
 
-    PubMedQA questions are nearly their article titles, so retrieval over PubMedQA alone is too easy; mixing
-    in e.g. SciFact abstracts makes wrong contexts plausible. Reference answers are the abstracts'
-    conclusions (``long_answer``), gold decisions the ``final_decision`` labels.
-
-    Args:
-        pubmedqa_dir: the BEIR-style PubMedQA folder (``corpus.jsonl`` with ``long_answer``,
-            ``queries.jsonl`` with ``final_decision``, ``qrels/<split>.tsv``).
-        distractor_dir: a BEIR folder whose documents are added as distractors (ids prefixed with
-            ``distractor_prefix`` so they cannot collide with PubMed ids); None adds none.
-        split: qrels split of PubMedQA (``test``, ``trainval`` or ``all``).
-        max_questions: a seeded sample of the questions.
-        n_distractors: a seeded sample of the distractor documents (None: all of them).
-        distractor_prefix: prefix of distractor ids.
-        seed: seed of both samples.
-
-    Returns:
-        ``(dataset, questions)``: the mixed corpus with the selected questions, and the question set with
-        references and decisions.
-
+    Returns ``(dataset, questions)``: all the split's questions, and the seeded sample of ``max_questions``.
     """
-    from heal_rag.datasets import Document, RetrievalDataset, load_beir
+    from heal_rag.evaluation.pubmedqa import load_pubmedqa
 
-    folder = Path(pubmedqa_dir)
-    if not (folder / "queries.jsonl").exists():
-        raise InputNotFoundError(f"{folder} is not a PubMedQA BEIR folder: queries.jsonl is missing.")
-    base = load_beir(folder, split=split, name="pubmedqa")
-    decisions: dict[str, str] = {}
-    with open(folder / "queries.jsonl", encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                row = loads_json(line)
-                if row.get("final_decision"):
-                    decisions[str(row["_id"])] = str(row["final_decision"])
-    references: dict[str, str] = {}
-    for line in _read_lines(folder / "corpus.jsonl"):
-        row = loads_json(line)
-        if row.get("long_answer"):
-            references[str(row["_id"])] = str(row["long_answer"])
-    # a question's reference is the conclusion of its own (single relevant) abstract
-    question_refs = {
-        q: references[docs[0]]
-        for q, judged in base.qrels.items()
-        if (docs := [d for d, g in judged.items() if g > 0]) and docs[0] in references
-    }
-    corpus = dict(base.corpus)
-    if distractor_dir is not None:
-        distractors = load_beir(distractor_dir, split=None, name="distractors")
-        ids = list(distractors.corpus)
-        if n_distractors is not None and n_distractors < len(ids):
-            keep = set(random.Random(seed).sample(ids, n_distractors))
-            ids = [d for d in ids if d in keep]
-        for d in ids:
-            doc = distractors.corpus[d]
-            new_id = f"{distractor_prefix}{d}"
-            corpus[new_id] = Document(id=new_id, text=doc.text, title=doc.title, metadata=dict(doc.metadata))
-    mixed = RetrievalDataset(
-        corpus=corpus, queries=base.queries, qrels=base.qrels, name="pubmedqa+distractors"
+    warnings.warn(
+        "heal_rag.evaluation.rag.load_pubmedqa_mixed is deprecated: use "
+        "heal_rag.evaluation.pubmedqa.load_pubmedqa(...).sample_queries(max_questions, seed=seed).",
+        DeprecationWarning,
+        stacklevel=2,
     )
-    questions = QuestionSet.from_dataset(
-        mixed, references=question_refs, decisions=decisions, max_questions=max_questions, seed=seed
+    dataset = load_pubmedqa(
+        pubmedqa_dir,
+        distractor_dir,
+        split=split,
+        n_distractors=n_distractors,
+        distractor_prefix=distractor_prefix,
+        seed=seed,
     )
-    questions.name = mixed.name if distractor_dir is not None else "pubmedqa"
-    return mixed, questions
-
-
-def _read_lines(path: Path) -> Iterable[str]:
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield line
+    return dataset, dataset.sample_queries(max_questions, seed=seed)
 
 
 def __getattr__(name: str) -> Any:
     # make_endpoint_llm moved to heal_rag.llms with the other LLM constructors (issue 11)
     if name == "make_endpoint_llm":
-        import warnings
-
         from heal_rag.llms import make_endpoint_llm
 
         warnings.warn(

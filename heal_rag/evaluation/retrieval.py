@@ -364,8 +364,8 @@ def dense_run(
 ) -> RetrievalRun:
     """Rank the whole corpus for every query of ``dataset`` by exact cosine similarity.
 
-    Documents are embedded as ``title + " " + text`` (:attr:`Document.full_text`), queries as their text, with
-    the model's document/query prompts if it defines any, and L2-normalised.
+    Documents are embedded as ``title + " " + text`` (:attr:`CorpusDocument.full_text`), queries as their
+    text, with the model's document/query prompts if it defines any, and L2-normalised.
 
     Args:
         model: Model name, local folder, saved HEAL model directory, or a loaded ``SentenceTransformer``

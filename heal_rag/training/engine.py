@@ -32,14 +32,13 @@ from heal_rag._models import load_sentence_transformer, resolve_model_name
 from heal_rag._node_metadata import write_topic_path
 from heal_rag._progress import show_progress as resolve_show_progress
 from heal_rag._version import __version__
+from heal_rag.datasets import document_fields, join_title
 from heal_rag.errors import InvalidTypeError, InvalidValueError, NotFittedError
 from heal_rag.model_dir import check_output_dir, save_model_dir
 from heal_rag.training.queries import (
     TrainingPair,
-    doc_fields,
     embed_text,
     exclude_eval_queries,
-    full_text,
     generate_llm_queries,
     make_pseudo_queries,
     pairs_from_qa_json,
@@ -211,7 +210,7 @@ class HEALFinetuneEngine:
         self.documents = list(documents)
         self._records = self._check_documents(self.documents)
         # documents without text are left out of clustering and training (kept in the corpus for evaluation)
-        self.empty_document_ids_ = [r[0] for r in self._records if not full_text(r[1], r[2]).strip()]
+        self.empty_document_ids_ = [r[0] for r in self._records if not join_title(r[1], r[2]).strip()]
         if self.empty_document_ids_:
             usable = [
                 (r, d)
@@ -325,14 +324,14 @@ class HEALFinetuneEngine:
         if not documents:
             raise InvalidValueError("The corpus is empty: HEALFinetuneEngine needs documents to train on.")
         try:
-            records = [doc_fields(d) for d in documents]
+            records = [document_fields(d) for d in documents]
         except TypeError as error:
             raise InvalidValueError(f"Cannot read the corpus: {error}") from error
         ids = [r[0] for r in records]
         if len(set(ids)) != len(ids):
             dupes = [i for i, n in Counter(ids).items() if n > 1]
             raise InvalidValueError(f"Document ids must be unique; duplicated: {_preview(dupes)}.")
-        empty = [doc_id for doc_id, title, body in records if not full_text(title, body).strip()]
+        empty = [doc_id for doc_id, title, body in records if not join_title(title, body).strip()]
         if len(empty) == len(records):
             raise InvalidValueError(
                 f"None of the {len(records)} documents has any text (title or body): there is nothing to "
@@ -432,7 +431,7 @@ class HEALFinetuneEngine:
         params = dict(self.hierarchy or {})
         params.setdefault("random_state", self.args.seed)
         params.setdefault("show_progress", self._show_progress())
-        texts = [full_text(title, body) for _, title, body in self._records]
+        texts = [join_title(title, body) for _, title, body in self._records]
         ids = [r[0] for r in self._records]
         logger.info("Building the topic hierarchy with HNMFk(%s) on %d documents.", params, len(texts))
         try:
@@ -609,15 +608,6 @@ class HEALFinetuneEngine:
             FileExistsError: if the output directory came to hold another model meanwhile.
 
         """
-        import torch
-        from datasets import Dataset
-        from sentence_transformers import (
-            SentenceTransformerTrainer,
-            SentenceTransformerTrainingArguments,
-        )
-
-        from heal_rag.training.loss import HEALLoss
-
         check_output_dir(self.output_dir, overwrite=self.overwrite)
         start = time.perf_counter()
         hierarchy = None
@@ -629,6 +619,60 @@ class HEALFinetuneEngine:
             self.documents_ = self._annotated_documents(hierarchy)
         else:
             self.documents_ = list(self.documents)
+        dataset, pairs, info, label_width = self._training_dataset(hierarchy)
+        sampler_factory = self._batch_sampler(label_width)
+        total_steps = self.args.max_steps or self.args.epochs * self._steps_per_epoch(
+            sampler_factory, dataset
+        )
+        model_name = resolve_model_name(self.base_model)
+        model, loss, n_active = self._model_and_loss(model_name, hierarchy)
+
+        # A dev set needs checkpoints to return to the best epoch; they go to a temporary folder.
+        keep_trainer_dir = self.checkpoint_dir is not None
+        trainer_dir = self.checkpoint_dir or Path(tempfile.mkdtemp(prefix="heal-rag-trainer-"))
+        evaluator = self._dev_evaluator() if self.dev_set is not None else None
+        trainer = self._trainer(model, loss, dataset, evaluator, sampler_factory, trainer_dir, total_steps)
+        logger.info(
+            "Training %s on %d pairs (%s), %d steps, batch %d, %s.",
+            model_name,
+            len(pairs),
+            info["pair_sources"],
+            total_steps,
+            self.args.batch_size,
+            "HEAL" if self.args.use_hierarchy else "flat",
+        )
+        train_start = time.perf_counter()
+        try:
+            output = trainer.train()
+        finally:
+            if not keep_trainer_dir:
+                shutil.rmtree(trainer_dir, ignore_errors=True)
+        train_seconds = time.perf_counter() - train_start
+        metrics = self._training_metrics(
+            trainer, output, train_seconds, hierarchy_seconds, start, pairs, info
+        )
+        config = self._saved_config(model, model_name, loss, n_active, trainer, sampler_factory, metrics)
+        self.hierarchy_ = hierarchy
+        self.training_pairs_ = pairs
+        self.metrics_ = metrics
+        self._model = model
+        if trainer.is_world_process_zero():  # under torchrun / accelerate only the main process saves
+            self.model_dir_ = save_model_dir(
+                model, self.output_dir, hierarchy=hierarchy, config=config, overwrite=self.overwrite
+            )
+        else:
+            self.model_dir_ = self.output_dir
+
+    # -- the steps of finetune() -----------------------------------------------------------------------------
+    def _training_dataset(
+        self, hierarchy: Hierarchy | None
+    ) -> tuple[Any, list[TrainingPair], dict[str, Any], int]:
+        """Return the trainer's dataset, the pairs, their info and the width of one text's label row.
+
+        The dataset's columns are anchor, positive, negative (with hard negatives) and label.
+        """
+        from datasets import Dataset
+
         pairs, info = self._make_pairs()
         labels = self._label_rows(pairs, hierarchy)
         texts = [embed_text(d) for d in self.documents]  # what each document is trained as, once
@@ -648,10 +692,14 @@ class HEALFinetuneEngine:
             columns["negative"] = [texts[row] for row in negative_rows]
             negative_labels = self._label_rows(negative_pairs, hierarchy)
             labels = [a + b for a, b in zip(labels, negative_labels, strict=True)]
-        dataset = Dataset.from_dict({**columns, "label": labels})
-        sampler_factory = self._batch_sampler(label_width)
-        # Build the sampler once here so that a batch size too small for it fails now, with its message,
-        # not after the model has loaded.
+        return Dataset.from_dict({**columns, "label": labels}), pairs, info, label_width
+
+    def _steps_per_epoch(self, sampler_factory: Any, dataset: Any) -> int:
+        """Return the sampler's batches per epoch.
+
+        The sampler is built once here so that a batch size too small for it fails now, with its message,
+        not after the model has loaded.
+        """
         try:
             probe = sampler_factory(
                 dataset,
@@ -660,12 +708,14 @@ class HEALFinetuneEngine:
                 valid_label_columns=["label"],
                 seed=self.args.seed,
             )
-            steps_per_epoch = max(1, len(probe))
         except ValueError as error:
             raise InvalidValueError(f"The batch sampler refuses this configuration: {error}") from error
-        total_steps = self.args.max_steps or self.args.epochs * steps_per_epoch
+        return max(1, len(probe))
 
-        model_name = resolve_model_name(self.base_model)
+    def _model_and_loss(self, model_name: str, hierarchy: Hierarchy | None) -> tuple[Any, Any, int]:
+        """Load the base model and build the HEAL loss; return them with the number of active levels."""
+        from heal_rag.training.loss import HEALLoss
+
         model = load_sentence_transformer(model_name, device=self.device, what="base_model")
         model.max_seq_length = self.args.max_seq_length
         loss = HEALLoss(
@@ -679,12 +729,23 @@ class HEALFinetuneEngine:
         # Fail on a wrong number of level weights now rather than at the first step.
         n_active = (hierarchy.n_levels if hierarchy is not None else 0) + int(self.args.use_document_level)
         loss.resolve_level_weights(n_active)
+        return model, loss, n_active
 
-        # A dev set needs checkpoints to return to the best epoch; they go to a temporary folder.
-        keep_trainer_dir = self.checkpoint_dir is not None
-        trainer_dir = self.checkpoint_dir or Path(tempfile.mkdtemp(prefix="heal-rag-trainer-"))
-        evaluator = self._dev_evaluator() if self.dev_set is not None else None
-        dev_metric = "eval_dev_cosine_ndcg@10"
+    def _trainer(
+        self,
+        model: Any,
+        loss: Any,
+        dataset: Any,
+        evaluator: Any,
+        sampler_factory: Any,
+        trainer_dir: Path,
+        total_steps: int,
+    ) -> Any:
+        """Return sentence-transformers' trainer, its progress and loss lines routed to heal-rag's own."""
+        import torch
+        from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
         save_strategy = "epoch" if (self.checkpoint_dir or evaluator is not None) else "no"
         trainer_args = SentenceTransformerTrainingArguments(
             output_dir=str(trainer_dir),
@@ -699,9 +760,9 @@ class HEALFinetuneEngine:
             save_strategy=save_strategy,
             eval_strategy="epoch" if evaluator is not None else "no",
             load_best_model_at_end=evaluator is not None,
-            metric_for_best_model=dev_metric if evaluator is not None else None,
+            metric_for_best_model=DEV_METRIC if evaluator is not None else None,
             greater_is_better=True,
-            save_only_model=evaluator is not None and not keep_trainer_dir,
+            save_only_model=evaluator is not None and self.checkpoint_dir is None,
             report_to="none",
             logging_steps=max(1, total_steps // 50),
             disable_tqdm=not self._show_progress(),
@@ -717,29 +778,24 @@ class HEALFinetuneEngine:
         # transformers writes every log dict (loss, per-level losses) between progress-bar redraws, or prints
         # it without bars. They go to the log instead (LOSS_LOGGER, shown by `heal-rag -v`) and, through
         # trainer.state.log_history, to heal_config.json.
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
         trainer.remove_callback(PrinterCallback)
         if not trainer_args.disable_tqdm:
             trainer.remove_callback(ProgressCallback)
             trainer.add_callback(_progress_callback_class()())
         trainer.add_callback(_loss_logging_callback_class()())
-        logger.info(
-            "Training %s on %d pairs (%s), %d steps, batch %d, %s.",
-            model_name,
-            len(pairs),
-            info["pair_sources"],
-            total_steps,
-            self.args.batch_size,
-            "HEAL" if self.args.use_hierarchy else "flat",
-        )
-        train_start = time.perf_counter()
-        try:
-            output = trainer.train()
-        finally:
-            if not keep_trainer_dir:
-                shutil.rmtree(trainer_dir, ignore_errors=True)
-        train_seconds = time.perf_counter() - train_start
+        return trainer
+
+    def _training_metrics(
+        self,
+        trainer: Any,
+        output: Any,
+        train_seconds: float,
+        hierarchy_seconds: float,
+        start: float,
+        pairs: list[TrainingPair],
+        info: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Return the run's metrics: wall times, steps, losses and, with a dev set, the dev curve."""
         history = [
             {k: v for k, v in entry.items() if k not in {"learning_rate", "grad_norm"}}
             for entry in trainer.state.log_history
@@ -747,10 +803,11 @@ class HEALFinetuneEngine:
         ]
         steps = int(output.global_step)
         dev_history = [
-            {"epoch": round(float(e["epoch"]), 3), "step": int(e["step"]), "ndcg@10": float(e[dev_metric])}
+            {"epoch": round(float(e["epoch"]), 3), "step": int(e["step"]), "ndcg@10": float(e[DEV_METRIC])}
             for e in trainer.state.log_history
-            if dev_metric in e
+            if DEV_METRIC in e
         ]
+        best: dict[str, Any] = {}
         if dev_history:
             best = max(dev_history, key=lambda e: e["ndcg@10"])
             logger.info(
@@ -758,7 +815,7 @@ class HEALFinetuneEngine:
                 ", ".join(f"{e['ndcg@10']:.4f}" for e in dev_history),
                 best["epoch"],
             )
-        metrics = {
+        return {
             "training_wall_time_s": round(train_seconds, 3),
             "hierarchy_wall_time_s": round(hierarchy_seconds, 3),
             "total_wall_time_s": round(time.perf_counter() - start, 3),
@@ -774,7 +831,21 @@ class HEALFinetuneEngine:
             **({"dev_history": dev_history, "best_epoch": best["epoch"]} if dev_history else {}),
             **info,
         }
-        config = {
+
+    def _saved_config(
+        self,
+        model: Any,
+        model_name: str,
+        loss: Any,
+        n_active: int,
+        trainer: Any,
+        sampler_factory: Any,
+        metrics: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Return what ``heal_config.json`` records: the settings, as resolved, the metrics and versions."""
+        import torch
+
+        return {
             "base_model": self.base_model or "sentence-transformers/all-MiniLM-L6-v2 (bundled copy)",
             "base_model_path": model_name,
             "use_hierarchy": self.args.use_hierarchy,
@@ -785,7 +856,7 @@ class HEALFinetuneEngine:
                 "dev_set": None if self.dev_set is None else getattr(self.dev_set, "name", "given"),
                 "resolved_level_weights": loss.resolve_level_weights(n_active),
                 "device": str(model.device),
-                "world_size": int(trainer_args.world_size),
+                "world_size": int(trainer.args.world_size),
                 "sampler": {"name": getattr(sampler_factory, "__name__", type(sampler_factory).__name__)}
                 | _json_scalars(self.args.sampler_kwargs),
                 "hnmfk": None
@@ -798,16 +869,6 @@ class HEALFinetuneEngine:
             "torch_cuda": torch.version.cuda,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        self.hierarchy_ = hierarchy
-        self.training_pairs_ = pairs
-        self.metrics_ = metrics
-        self._model = model
-        if trainer.is_world_process_zero():  # under torchrun / accelerate only the main process saves
-            self.model_dir_ = save_model_dir(
-                model, self.output_dir, hierarchy=hierarchy, config=config, overwrite=self.overwrite
-            )
-        else:
-            self.model_dir_ = self.output_dir
 
     def get_finetuned_model(self, **kwargs: Any) -> HEALEmbedding:
         """Return the fine-tuned model for LlamaIndex.
@@ -846,6 +907,8 @@ class HEALFinetuneEngine:
 
 #: Logger of the per-step training losses (INFO; the CLI shows them with ``-v``).
 LOSS_LOGGER = f"{__name__}.losses"
+#: The dev metric the trainer selects the best epoch by (``InformationRetrievalEvaluator`` named "dev").
+DEV_METRIC = "eval_dev_cosine_ndcg@10"
 
 
 def _copy_with_own_metadata(document: Any) -> Any:
@@ -855,7 +918,9 @@ def _copy_with_own_metadata(document: Any) -> Any:
         copied = document.model_copy()
         copied.metadata = metadata
         return copied
-    if dataclasses.is_dataclass(document) and not isinstance(document, type):  # heal_rag.datasets.Document
+    if dataclasses.is_dataclass(document) and not isinstance(
+        document, type
+    ):  # heal_rag.datasets.CorpusDocument
         return dataclasses.replace(document, metadata=metadata)
     copied = copy.copy(document)
     copied.metadata = metadata

@@ -35,6 +35,7 @@ import numpy as np
 
 from heal_rag._io import loads_json
 from heal_rag._progress import show_progress as resolve_show_progress
+from heal_rag.datasets import document_fields, join_title
 from heal_rag.errors import InputNotFoundError, InvalidTypeError, InvalidValueError
 
 logger = logging.getLogger(__name__)
@@ -93,45 +94,8 @@ class TrainingPair:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# corpus access: heal_rag Documents, LlamaIndex nodes/documents, (id, text) tuples and dicts all work
+# corpus access: every document shape of heal_rag.datasets.document_fields works
 # ---------------------------------------------------------------------------------------------------------
-
-
-def doc_fields(document: Any) -> tuple[str, str, str]:
-    """Return ``(doc_id, title, body)`` of a heal-rag Document, a LlamaIndex node or a mapping.
-
-    LlamaIndex nodes give their content without metadata (``MetadataMode.NONE``) and their ``title``
-    metadata (if any) as the title.
-    """
-    if isinstance(document, Mapping):
-        doc_id = document.get("id", document.get("_id", document.get("doc_id")))
-        return str(doc_id), str(document.get("title") or ""), str(document.get("text") or "")
-    if hasattr(document, "node_id") and hasattr(document, "get_content"):  # LlamaIndex BaseNode
-        from llama_index.core.schema import MetadataMode
-
-        title = (getattr(document, "metadata", None) or {}).get("title") or ""
-        return str(document.node_id), str(title), str(document.get_content(metadata_mode=MetadataMode.NONE))
-    for id_attr in ("id", "doc_id"):
-        if hasattr(document, id_attr) and hasattr(document, "text"):
-            return (
-                str(getattr(document, id_attr)),
-                str(getattr(document, "title", "") or ""),
-                str(document.text or ""),
-            )
-    if isinstance(document, tuple) and len(document) == 2:
-        return str(document[0]), "", str(document[1])
-    raise InvalidTypeError(
-        "Expected a heal_rag Document, a LlamaIndex node/document, a mapping with 'id' and 'text', or an "
-        f"(id, text) tuple; got {type(document).__name__}."
-    )
-
-
-def full_text(title: str, body: str) -> str:
-    """Join title and body with one space, as :attr:`heal_rag.datasets.Document.full_text` (BEIR)."""
-    title, body = title.strip(), body.strip()
-    if title and body:
-        return f"{title} {body}"
-    return title or body
 
 
 def embed_text(document: Any) -> str:
@@ -144,8 +108,8 @@ def embed_text(document: Any) -> str:
         from llama_index.core.schema import MetadataMode
 
         return str(document.get_content(metadata_mode=MetadataMode.EMBED))
-    _, title, body = doc_fields(document)
-    return full_text(title, body)
+    _, title, body = document_fields(document)
+    return join_title(title, body)
 
 
 def normalize_query(text: str) -> str:
@@ -510,7 +474,7 @@ class LLMQueryGenerator:
         """
         from tqdm.auto import tqdm
 
-        records = [doc_fields(d) for d in documents]
+        records = [document_fields(d) for d in documents]
         stats = QueryGenerationStats(documents=len(records))
         self.stats_ = stats
         if not records:
@@ -522,7 +486,7 @@ class LLMQueryGenerator:
         cross_duplicates = 0
         bar = tqdm(records, desc="LLM questions", unit="doc", disable=_progress_disabled(self.show_progress))
         for doc_id, title, body in bar:
-            text = full_text(title, body)
+            text = join_title(title, body)
             if not text.strip():
                 stats.failed_documents += 1
                 continue
@@ -685,7 +649,7 @@ def make_pseudo_queries(
     pairs: list[TrainingPair] = []
     skipped = 0
     for document in documents:
-        doc_id, title, body = doc_fields(document)
+        doc_id, title, body = document_fields(document)
         made = False
         has_title = (
             len(title.split()) >= 2 and normalize_query(title) != normalize_query(body) and body.strip()
@@ -700,7 +664,7 @@ def make_pseudo_queries(
                 rng = np.random.default_rng([int(seed), zlib.crc32(doc_id.encode("utf-8"))])
                 pick = candidates[int(rng.integers(len(candidates)))]
                 rest = " ".join(s for i, s in enumerate(sentences) if i != pick)
-                positive = full_text(title, rest)
+                positive = join_title(title, rest)
                 pairs.append(TrainingPair(sentences[pick], doc_id, "pseudo-ict", positive=positive))
                 made = True
         if not made:
