@@ -96,10 +96,10 @@ _RENAMED: dict[str, tuple[str, str]] = {"Document": ("heal_rag.datasets", "Corpu
 
 def __getattr__(name: str) -> Any:
     if name in _RENAMED:
-        import warnings
+        from heal_rag._deprecation import warn_deprecated
 
         module_name, new_name = _RENAMED[name]
-        warnings.warn(f"heal_rag.{name} was renamed heal_rag.{new_name}.", DeprecationWarning, stacklevel=2)
+        warn_deprecated(f"heal_rag.{name}", f"it was renamed heal_rag.{new_name}")
         return getattr(importlib.import_module(module_name), new_name)
     module_name = _EXPORTS.get(name)
     if module_name is None:

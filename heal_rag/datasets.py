@@ -998,13 +998,11 @@ def load_demo_dataset(split: str | None = "test") -> RetrievalDataset:
 def __getattr__(name: str) -> Any:
     # ``Document`` was renamed (issue 11): it shared its name with LlamaIndex's ``Document``
     if name == "Document":
-        import warnings
+        from heal_rag._deprecation import warn_deprecated
 
-        warnings.warn(
-            "heal_rag.datasets.Document was renamed heal_rag.datasets.CorpusDocument (it was easy to confuse "
-            "with llama_index.core.Document).",
-            DeprecationWarning,
-            stacklevel=2,
+        warn_deprecated(
+            "heal_rag.datasets.Document",
+            "it was renamed heal_rag.datasets.CorpusDocument (easily confused with LlamaIndex's Document)",
         )
         return CorpusDocument
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

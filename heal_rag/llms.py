@@ -7,8 +7,8 @@ that package (its own dependencies would pull ``llama-cpp-python``). The model i
 generation code paths offline, not for judging answers.
 
 The module also holds the other ways heal-rag builds an LLM: :func:`make_endpoint_llm` (LlamaIndex's
-``OpenAILike`` for an OpenAI-compatible server given by URL) and :func:`resolve_llm`, the one vocabulary (``none``, ``local``, a URL, ``MODULE:NAME``)
-shared by the Python API and every ``--llm`` option.
+``OpenAILike`` for an OpenAI-compatible server given by URL) and :func:`resolve_llm`, the one vocabulary
+(``none``, ``local``, a URL, ``MODULE:NAME``) shared by the Python API and every ``--llm`` option.
 """
 
 from __future__ import annotations
@@ -450,15 +450,13 @@ def resolve_llm(
 def __getattr__(name: str) -> Any:
     # heal-rag's own HTTP client gave way to LlamaIndex's OpenAILike (issue 11)
     if name == "OpenAICompatibleLLM":
-        import warnings
-
         from llama_index.llms.openai_like import OpenAILike
 
-        warnings.warn(
-            "heal_rag.llms.OpenAICompatibleLLM is deprecated: endpoints are served by LlamaIndex's "
-            "llama_index.llms.openai_like.OpenAILike (make_endpoint_llm builds one).",
-            DeprecationWarning,
-            stacklevel=2,
+        from heal_rag._deprecation import warn_deprecated
+
+        warn_deprecated(
+            "heal_rag.llms.OpenAICompatibleLLM",
+            "endpoints are served by llama_index.llms.openai_like.OpenAILike (make_endpoint_llm builds one)",
         )
         return OpenAILike
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,8 +12,9 @@ Layers, bottom to top (docs/ARCHITECTURE.md draws them):
 - training and integrations: on core, hierarchy and ``model_dir``; integrations never import training, and
   training reaches integrations only through the lazy imports listed in ``ALLOWED_LAZY``.
 - evaluation: on everything below, never on training.
-- ``pipeline``, ``systems`` (the RAG systems both build) and ``cli``: on top; nothing inside the package imports them (the package root's lazy
-  ``__getattr__`` export of ``run_pipeline`` goes through ``importlib`` and is the public API).
+- ``pipeline``, ``systems`` (the RAG systems both build) and ``cli``: on top; nothing inside the package
+  imports them (the package root's lazy ``__getattr__`` export of ``run_pipeline`` goes through
+  ``importlib`` and is the public API).
 
 The import graph is read statically with ``ast``: module-level imports, and imports inside functions
 ("lazy"), both without ``if TYPE_CHECKING:`` blocks.
@@ -35,6 +36,7 @@ CORE = {
     "heal_rag",
     "heal_rag._artifacts",
     "heal_rag._checks",
+    "heal_rag._deprecation",
     "heal_rag._fusion_options",
     "heal_rag._io",
     "heal_rag._loss_options",

@@ -34,7 +34,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from heal_rag._deprecation import warn_deprecated
 from heal_rag._progress import show_progress as resolve_show_progress
 from heal_rag.datasets import DECISIONS, CorpusDocument, RetrievalDataset
 from heal_rag.errors import InvalidTypeError, InvalidValueError
@@ -167,11 +167,10 @@ class QuestionSet:
 
 
 def _warn_question_set(old: str, new: str) -> None:
-    warnings.warn(
-        f"heal_rag.evaluation.rag.{old} is deprecated: questions are a heal_rag.datasets.RetrievalDataset "
-        f"(with optional references and decisions); use {new}.",
-        DeprecationWarning,
-        stacklevel=3,
+    warn_deprecated(
+        f"heal_rag.evaluation.rag.{old}",
+        f"questions are a heal_rag.datasets.RetrievalDataset (with references and decisions); use {new}",
+        stacklevel=4,
     )
 
 
@@ -638,11 +637,9 @@ def load_pubmedqa_mixed(
     """
     from heal_rag.evaluation.pubmedqa import load_pubmedqa
 
-    warnings.warn(
-        "heal_rag.evaluation.rag.load_pubmedqa_mixed is deprecated: use "
-        "heal_rag.evaluation.pubmedqa.load_pubmedqa(...).sample_queries(max_questions, seed=seed).",
-        DeprecationWarning,
-        stacklevel=2,
+    warn_deprecated(
+        "heal_rag.evaluation.rag.load_pubmedqa_mixed",
+        "use heal_rag.evaluation.pubmedqa.load_pubmedqa(...).sample_queries(max_questions, seed=seed)",
     )
     dataset = load_pubmedqa(
         pubmedqa_dir,
@@ -660,10 +657,8 @@ def __getattr__(name: str) -> Any:
     if name == "make_endpoint_llm":
         from heal_rag.llms import make_endpoint_llm
 
-        warnings.warn(
-            "heal_rag.evaluation.rag.make_endpoint_llm moved to heal_rag.llms.make_endpoint_llm.",
-            DeprecationWarning,
-            stacklevel=2,
+        warn_deprecated(
+            "heal_rag.evaluation.rag.make_endpoint_llm", "it moved to heal_rag.llms.make_endpoint_llm"
         )
         return make_endpoint_llm
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +43,7 @@ from llama_index.core.vector_stores.types import (
 
 import heal_rag.hierarchy.routing as _routing
 from heal_rag._artifacts import HIERARCHY_DIR
+from heal_rag._deprecation import warn_deprecated
 from heal_rag._node_metadata import (
     AGREEMENT_KEY,
     HIERARCHY_KEY,
@@ -97,11 +97,9 @@ _MOVED_TO_ROUTING = ("hierarchy_layout", "membership_lookup", "path_agreement", 
 
 def __getattr__(name: str) -> Any:
     if name in _MOVED_TO_ROUTING:
-        warnings.warn(
-            f"heal_rag.integrations.retriever.{name} moved to heal_rag.hierarchy.routing.{name}; the old "
-            "import path will be removed in a future release.",
-            DeprecationWarning,
-            stacklevel=2,
+        warn_deprecated(
+            f"heal_rag.integrations.retriever.{name}",
+            f"it moved to heal_rag.hierarchy.routing.{name}; the old path goes in a future release",
         )
         return getattr(_routing, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,19 +6,15 @@ without importing the training layer. Import from ``heal_rag.model_dir`` (or ``h
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import heal_rag.model_dir as _model_dir
+from heal_rag._deprecation import warn_deprecated
 
 
 def __getattr__(name: str) -> Any:
     value = getattr(_model_dir, name)  # AttributeError for names the module never had
-    warnings.warn(
-        f"heal_rag.training.model_dir is deprecated; import {name} from heal_rag.model_dir instead.",
-        DeprecationWarning,
-        stacklevel=2,
-    )
+    warn_deprecated("heal_rag.training.model_dir", f"import {name} from heal_rag.model_dir instead")
     return value
 
 
