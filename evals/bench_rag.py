@@ -30,7 +30,8 @@ evals/results/bench_rag/<set>/. Models and checkpoints are cached under evals/ca
 from __future__ import annotations
 
 import argparse
-import inspect
+import hashlib
+import json
 import logging
 import os
 import random
@@ -112,13 +113,13 @@ def train_heal_model(settings: dict[str, Any], seed: int) -> tuple[Path, dict[st
     from heal_rag.datasets import load_demo_dataset
     from heal_rag.model_dir import is_heal_model_dir, load_model_dir
     from heal_rag.training.engine import HEALFinetuneEngine
+    from heal_rag.training_args import HEALTrainingArguments
 
-    # the loss defaults are part of the key: a model cached under older defaults must not be reused
-    defaults = inspect.signature(HEALFinetuneEngine).parameters
-    loss_key = f"{defaults['contrast'].default}-{defaults['level_weights'].default}"
+    # the training defaults are part of the key: a model cached under older defaults must not be reused
+    defaults = json.dumps(HEALTrainingArguments().to_dict(), sort_keys=True, default=str)
     key = (
         f"steps{settings['max_steps']}-b{settings['batch_size']}-L{settings['max_seq_length']}-s{seed}"
-        f"-{loss_key}"
+        f"-{hashlib.sha256(defaults.encode()).hexdigest()[:12]}"
     )
     model_dir = CACHE_DIR / "models" / f"heal-{key}"
     if is_heal_model_dir(model_dir):
