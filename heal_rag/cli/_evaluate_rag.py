@@ -162,10 +162,10 @@ def _load(args: argparse.Namespace) -> Any:
     return dataset
 
 
-def _llm(spec: str, model: str, what: str) -> Any:
+def _llm(spec: str, model: str, what: str, **endpoint: Any) -> Any:
     from heal_rag.llms import resolve_llm
 
-    return resolve_llm(spec, model=model, what=f"--{what}")[0]
+    return resolve_llm(spec, model=model, what=f"--{what}", **endpoint)[0]
 
 
 def _config_names(models: list[str]) -> list[str]:
@@ -200,7 +200,8 @@ def run(args: argparse.Namespace) -> int:
     check_outputs((args.out, "--out", False))
     check_models(list(args.model), "--model")
     generator = _llm(args.llm, args.llm_model, "llm")
-    judge_llm = _llm(args.judge, args.judge_model, "judge")
+    # a judge call RAGAS gives up on (--judge-timeout) must end at the server too, and RAGAS retries itself
+    judge_llm = _llm(args.judge, args.judge_model, "judge", timeout=args.judge_timeout, max_retries=0)
     dataset = _load(args)
     logger.info("%s: %d questions, %d documents", dataset.name, len(dataset.queries), len(dataset.corpus))
 

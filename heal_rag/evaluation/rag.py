@@ -389,7 +389,8 @@ def evaluate_rag(
         k: the cut-off of Recall@k (nDCG and MRR are at 10).
         out_dir: folder of the JSONL checkpoint (``checkpoints/rag-<config hash>.jsonl``); None keeps
             everything in memory. Records are appended per question, so an interrupted run resumes.
-        resume: reuse a checkpoint of the same configuration; False starts clean.
+        resume: reuse a checkpoint of the same configuration (questions whose retrieval or generation failed,
+            e.g. while a server was down, are run again); False starts clean.
         n_resamples: bootstrap / permutation resamples of the statistics.
         confidence: confidence level of the intervals.
         seed: seed of every random draw in the statistics.
@@ -463,7 +464,8 @@ def evaluate_rag(
     try:
         for question_id in tqdm(question_ids, desc="RAG evaluation", unit="question", disable=disable):
             for config in configurations:
-                if checkpoint.get(config.name, question_id) is not None:
+                done = checkpoint.get(config.name, question_id)
+                if done is not None and not _failed(done):
                     continue
                 checkpoint.append(runner.run(config, question_id))
     except KeyboardInterrupt:
@@ -488,6 +490,11 @@ def evaluate_rag(
         pairs,
         ragas_metrics=retrieval_metrics is not None,
     )
+
+
+def _failed(record: Mapping[str, Any]) -> bool:
+    """Whether a checkpoint record's retrieval or generation failed (a resumed run tries it again)."""
+    return bool({"retrieval", "generation"} & set(record.get("errors", {})))
 
 
 def ranked_configurations(summary: Mapping[str, Mapping[str, float]], metric: str) -> list[str]:
