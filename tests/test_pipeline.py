@@ -162,6 +162,10 @@ def test_jsonl_corpus_uses_held_out_pseudo_queries(tmp_path, tiny_beir):
     assert len(ids) == 12 and all(q.startswith("pseudo-") for q in ids)  # 20 % of 60 documents held out
     assert any("pseudo-queries" in note for note in result.notes)
     assert math.isfinite(result.evaluation.summary["heal"]["ndcg@10"])
+    # every report reads its one-run HEAL - flat difference against the study's multi-seed finding
+    from heal_rag.pipeline import STUDY_NOTE
+
+    assert STUDY_NOTE in result.notes and "study_heal.md" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_bad_inputs_fail_before_training(tmp_path, tiny_beir):
