@@ -2,12 +2,13 @@
 
 The bundled base model is fine-tuned on 20 Newsgroups *train* bodies without their labels: the topic
 hierarchy comes from HNMFk fit on those bodies, the training queries are the engine's offline pseudo-queries
-(a sentence of a post for the rest of it). Variants, all with the same seed, steps, batch size and pairs:
+(a sentence of a post for the rest of it). Variants, all with the same seed, steps, batch size and pairs,
+and otherwise ``heal-rag finetune``'s defaults (``HEALTrainingArguments``: epochs, learning rate, negatives):
 
 - ``base``: the bundled all-MiniLM-L6-v2, zero-shot;
 - ``flat``: ``use_hierarchy=False`` (document identity only: an in-batch-negatives loss);
-- ``heal``: HEAL with the HNMFk levels (``contrast="supcon"``);
-- ``graded``: HEAL with ``contrast="graded"``.
+- ``heal``: HEAL with the HNMFk levels, the default contrast;
+- ``graded`` / ``supcon``: HEAL with that contrast pinned.
 
 Each model embeds the sampled train and test bodies; per label level (``level1``: 7 classes, ``level2``: 16,
 ``newsgroup``: 20) the script reports the accuracy on the test bodies of a 10-NN classifier (cosine) and of a
@@ -55,7 +56,7 @@ logger = logging.getLogger("bench_representation")
 
 DATA_FILE = SHARED_DATA_DIR / "20newsgroups" / "20news-bydate.jsonl.gz"
 LEVELS = ("level1", "level2", "newsgroup")
-VARIANTS = ("base", "flat", "heal", "graded")
+VARIANTS = ("base", "flat", "heal", "graded", "supcon")
 # Measured for the base model on 3,000 / 3,000 posts (issue 3): 10-NN accuracy per level.
 REFERENCE_BASE_KNN = {"level1": 0.781, "level2": 0.689, "newsgroup": 0.641}
 _CACHE_FORMAT = 1
@@ -167,9 +168,14 @@ def train_variant(
 
     ids = [p["id"] for p in train]
     texts = [p["text"] for p in train]
+    from heal_rag.training_args import HEALTrainingArguments
+
+    # flat and heal are `heal-rag finetune`'s defaults without / with the hierarchy; graded and supcon pin
+    # the contrast. Every default is in the key: a model cached under older defaults is never reused.
     settings = {
         "use_hierarchy": variant != "flat",
-        "contrast": "graded" if variant == "graded" else "supcon",
+        "contrast": {"graded": "graded", "supcon": "supcon"}.get(variant),
+        "defaults": HEALTrainingArguments().to_dict(),
         "queries": "pseudo",
         "max_steps": args.max_steps,
         "batch_size": args.batch_size,
@@ -199,7 +205,7 @@ def train_variant(
         output_dir=out,
         hierarchy=hierarchy if settings["use_hierarchy"] else None,
         use_hierarchy=settings["use_hierarchy"],
-        contrast=settings["contrast"],
+        **({"contrast": settings["contrast"]} if settings["contrast"] else {}),
         queries="pseudo",
         max_steps=args.max_steps,
         batch_size=args.batch_size,
@@ -310,7 +316,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-train", type=int, default=3000, help="train posts (fine-tuning + probe fit)")
     parser.add_argument("--n-test", type=int, default=3000, help="test posts (probe accuracy)")
-    parser.add_argument("--max-steps", type=int, default=100, help="training steps per fine-tuned variant")
+    parser.add_argument(
+        "--max-steps", type=int, default=None, help="training steps per variant (default: finetune's epochs)"
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-seq-length", type=int, default=128, help="token limit (training and encoding)")
     parser.add_argument("--seed", type=int, default=0)
@@ -328,7 +336,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--name", default="bench_representation", help="results file name (evals/results/)")
     args = parser.parse_args(argv)
     for name in ("n_train", "n_test", "max_steps", "batch_size", "knn_k"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1.")
     if args.max_seq_length < 8:
         parser.error("--max-seq-length must be >= 8.")
@@ -356,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
 
     hierarchy = None
     hierarchy_info: dict[str, Any] | None = None
-    if any(v in ("heal", "graded") for v in args.variants):
+    if any(v in ("heal", "graded", "supcon") for v in args.variants):
         hierarchy, fit_seconds, status = build_hierarchy(train, args.hnmfk, args.seed, cache_dir)
         hierarchy_info = hierarchy_summary(hierarchy, train) | {
             "fit_seconds": round(fit_seconds, 2),
@@ -425,6 +433,13 @@ def main(argv: list[str] | None = None) -> int:
         "total_wall_s": round(time.perf_counter() - start_all, 1),
         "provenance": provenance(config, seed=args.seed),
     }
+    from heal_rag.training_args import HEALTrainingArguments
+
+    budget = (
+        f"{args.max_steps} steps"
+        if args.max_steps is not None
+        else f"{HEALTrainingArguments().epochs} epochs (finetune's default)"
+    )
     columns = [("variant", "model")]
     columns += [(f"knn_{lv}", f"10-NN {lv}") for lv in LEVELS]
     columns += [(f"logreg_{lv}", f"LogReg {lv}") for lv in LEVELS]
@@ -436,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"{len(train)} train / {len(test)} test posts (bodies, quotes removed, stratified sample, "
         f"seed {args.seed}); fine-tunes on the train bodies **without labels** (offline pseudo-queries; "
-        f"HEAL levels from HNMFk), {args.max_steps} steps, batch {args.batch_size}, "
+        f"HEAL levels from HNMFk), {budget}, batch {args.batch_size}, "
         f"max_seq_length {args.max_seq_length}. Test accuracy of a {args.knn_k}-NN (cosine) and a "
         f"logistic-regression probe (C={args.logreg_c}) fit on the train embeddings.",
         "",
