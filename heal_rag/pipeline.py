@@ -106,7 +106,9 @@ STUDY_NOTE = (
     "heal-rag's own study (evals/results/study_heal.md: SciFact test, 3 seeds, equal budgets, defaults "
     "chosen on a dev split) finds HEAL level with a plain fine-tune given the same mined hard negatives: "
     "nDCG@10 0.743 vs 0.743 dense (p = 0.97) and 0.770 vs 0.773 fused with BM25 (p = 0.51). Both beat the "
-    "base model by about 0.10; the hierarchy itself has not yet been shown to help retrieval."
+    "base model by about 0.10; the hierarchy itself has not yet been shown to help retrieval. On MED, "
+    "trained on pseudo-queries only (no judged query), both fine-tunes fell about 0.04 below the base model: "
+    "without judged training queries, check the fine-tune against the base model before using it."
 )
 
 # Held-out pseudo-query questions for corpora without qrels: a share of the documents, within bounds.
