@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from heal_rag.errors import InvalidValueError
+
+
+def preview_ids(ids: Iterable[Any], limit: int = 5) -> str:
+    """Return the first ``limit`` ids (repr, comma-separated) and how many more, for an error message.
+
+    Example:
+        >>> preview_ids(["a", "b", "c"], limit=2)
+        "'a', 'b' ... and 1 more"
+
+    """
+    ids = list(ids)
+    more = len(ids) - limit
+    return ", ".join(repr(i) for i in ids[:limit]) + (f" ... and {more} more" if more > 0 else "")
 
 
 def check_positive_int(value: Any, name: str) -> int:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from heal_rag._checks import preview_ids as _preview
 from heal_rag._io import atomic_write_json, loads_json
 from heal_rag.errors import InputNotFoundError, InvalidTypeError, InvalidValueError
 
@@ -62,14 +63,6 @@ DEMO_DATASET_NAME = "scifact_demo"
 DECISIONS = ("yes", "no", "maybe")
 
 # How many offending ids an error message lists before "... and N more".
-_MAX_IDS_IN_ERROR = 5
-
-
-def _preview(ids: Iterable[Any]) -> str:
-    ids = list(ids)
-    shown = ", ".join(repr(i) for i in ids[:_MAX_IDS_IN_ERROR])
-    more = len(ids) - _MAX_IDS_IN_ERROR
-    return shown + (f" ... and {more} more" if more > 0 else "")
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from heal_rag._checks import preview_ids
 from heal_rag.errors import InvalidValueError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -78,11 +79,6 @@ def _finite_or_none(value: float) -> float | None:
 
 def _error_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"[:300]
-
-
-def _preview(ids: list[str], limit: int = 3) -> str:
-    shown = ", ".join(repr(i) for i in ids[:limit])
-    return shown + (f" ... and {len(ids) - limit} more" if len(ids) > limit else "")
 
 
 @dataclass
@@ -172,8 +168,8 @@ class RAGRunner:
         if not any(d in self.dataset.corpus for d in ids):
             raise InvalidValueError(
                 f"Configuration {config.name!r} retrieved document ids that are not in the corpus "
-                f"({_preview(ids)}). heal-rag reads a node's document id from metadata 'doc_id' or '_id', "
-                "then ref_doc_id, then node_id: index nodes built from the same corpus "
+                f"({preview_ids(ids, limit=3)}). heal-rag reads a node's document id from metadata 'doc_id' "
+                "or '_id', then ref_doc_id, then node_id: index nodes built from the same corpus "
                 "(RetrievalDataset.to_nodes())."
             )
         self._checked_ids = True

@@ -30,6 +30,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from numbers import Real
 
+from heal_rag._checks import preview_ids as _preview
 from heal_rag.errors import InvalidValueError
 
 logger = logging.getLogger(__name__)
@@ -57,13 +58,6 @@ SUPPORTED_METRICS: tuple[str, ...] = (
 _METRIC_PATTERN = re.compile(r"^(?P<name>[a-z_\-]+)(@(?P<k>[1-9][0-9]*))?$")
 
 # Queries with at most this many ids are listed in full in warnings.
-_MAX_IDS_IN_MESSAGE = 5
-
-
-def _preview(ids: Sequence[str]) -> str:
-    shown = ", ".join(repr(i) for i in ids[:_MAX_IDS_IN_MESSAGE])
-    more = len(ids) - _MAX_IDS_IN_MESSAGE
-    return shown + (f" ... and {more} more" if more > 0 else "")
 
 
 def _check_metrics(metrics: Sequence[str] | str) -> list[str]:

@@ -58,12 +58,10 @@ def load_pubmedqa(
         raise InputNotFoundError(f"{folder} is not a PubMedQA BEIR folder: queries.jsonl is missing.")
     base = load_beir(folder, split=split, name="pubmedqa")
     decisions: dict[str, str] = {}
-    with open(folder / "queries.jsonl", encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                row = loads_json(line)
-                if row.get("final_decision"):
-                    decisions[str(row["_id"])] = str(row["final_decision"])
+    for line in _read_lines(folder / "queries.jsonl"):
+        row = loads_json(line)
+        if row.get("final_decision"):
+            decisions[str(row["_id"])] = str(row["final_decision"])
     references: dict[str, str] = {}
     for line in _read_lines(folder / "corpus.jsonl"):
         row = loads_json(line)

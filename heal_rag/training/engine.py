@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from heal_rag._checks import preview_ids as _preview
 from heal_rag._models import load_sentence_transformer, resolve_model_name
 from heal_rag._node_metadata import write_topic_path
 from heal_rag._progress import show_progress as resolve_show_progress
@@ -58,13 +59,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["HEALFinetuneEngine", "HEAL_METADATA_PREFIX"]
 
 HEAL_METADATA_PREFIX = "heal_"
-_MAX_SHOWN = 5
-
-
-def _preview(items: Iterable[Any]) -> str:
-    items = list(items)
-    more = len(items) - _MAX_SHOWN
-    return ", ".join(repr(i) for i in items[:_MAX_SHOWN]) + (f" ... and {more} more" if more > 0 else "")
 
 
 def _check_device(device: str | None) -> str | None:
