@@ -80,6 +80,15 @@ SYSTEMS: dict[str, dict[str, Any]] = {
     "heal-mined": {"use_hierarchy": True, "hard_negatives": "mined"},
     "heal-soft": {"use_hierarchy": True, "contrast": "soft", "level_weights": [0.02, 0.05, 1.0]},
     "heal-supcon": {"use_hierarchy": True, "contrast": "supcon"},
+    # The same ablations on top of the mined negative that every default now trains with.
+    "sampler-mined": {"use_hierarchy": True, "level_weights": [0.0, 0.0, 1.0], "hard_negatives": "mined"},
+    "heal-soft-mined": {
+        "use_hierarchy": True,
+        "contrast": "soft",
+        "level_weights": [0.02, 0.05, 1.0],
+        "hard_negatives": "mined",
+    },
+    "heal-supcon-mined": {"use_hierarchy": True, "contrast": "supcon", "hard_negatives": "mined"},
 }
 SYSTEMS = {name: {**PINNED, **settings} for name, settings in SYSTEMS.items()}
 DESCRIPTIONS = {
@@ -92,6 +101,9 @@ DESCRIPTIONS = {
     "heal-mined": "HEAL + 1 mined negative",
     "heal-soft": "soft tree-distance target, λ [0.02, 0.05, 1]",
     "heal-supcon": "HEAL with the paper's SupCon contrast",
+    "sampler-mined": "hierarchy sampler + 1 mined negative, topic levels weighted 0 (the sampler alone)",
+    "heal-soft-mined": "soft tree-distance target + 1 mined negative",
+    "heal-supcon-mined": "SupCon contrast + 1 mined negative",
 }
 
 
