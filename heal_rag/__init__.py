@@ -52,6 +52,9 @@ _EXPORTS: dict[str, str] = {
     # the saved model directory
     "HEALModelDir": "heal_rag.model_dir",
     "load_model_dir": "heal_rag.model_dir",
+    # fast CPU encoding
+    "export_onnx": "heal_rag.backends",
+    "load_onnx_sentence_transformer": "heal_rag.backends",
     # end to end
     "run_pipeline": "heal_rag.pipeline",
     "PipelineResult": "heal_rag.pipeline",
@@ -60,6 +63,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from heal_rag.backends import export_onnx, load_onnx_sentence_transformer
     from heal_rag.datasets import CorpusDocument, RetrievalDataset, load_beir, load_corpus, load_demo_dataset
     from heal_rag.errors import (
         HealRagUserError,

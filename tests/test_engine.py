@@ -347,10 +347,15 @@ def test_cli_finetune_on_train_qrels(tiny_beir, tmp_path, capsys):
         "uniform",
         "--device",
         "cpu",
+        "--export",
+        "onnx-int8",
     ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "Fine-tuned (HEAL) on 15 pairs" in printed and "1 pair(s) dropped as test queries" in printed
+    # --export: the trained weights, exported where HEALEmbedding(backend="onnx") looks for them
+    assert "onnx/model_qint8.onnx" in printed
+    assert (out / "onnx" / "model.onnx").is_file() and (out / "onnx" / "model_qint8.onnx").is_file()
     saved = load_model_dir(out)
     assert saved.hierarchy is not None
     assert saved.config["training"]["seed"] == 3 and saved.config["training"]["level_weights"] == "uniform"

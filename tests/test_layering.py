@@ -45,6 +45,7 @@ CORE = {
     "heal_rag._optional",
     "heal_rag._progress",
     "heal_rag._version",
+    "heal_rag.backends",  # ONNX export and loading: torch and onnxruntime are imported lazily
     "heal_rag.datasets",
     "heal_rag.errors",
     "heal_rag.training_args",  # the training settings: plain data, read by the CLI without torch

@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "heal_rag.cli._demo",
     "heal_rag.cli._hierarchy",
     "heal_rag.cli._finetune",
+    "heal_rag.cli._export",
     "heal_rag.cli._evaluate",
 )
 

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from heal_rag._fusion_options import DEFAULT_FUSION, FUSION_METHODS
+from heal_rag.backends import BACKENDS
 from heal_rag.cli._common import check_models, check_outputs, positive_int, require_corpus_folder
 from heal_rag.evaluation.metrics import DEFAULT_METRICS
 
@@ -78,6 +79,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--device", default=None, help="torch device for encoding (default: cuda if available)"
     )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="torch",
+        help="encoder: torch, or onnx for each model's ONNX export (heal-rag export; int8 when present)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -130,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         dense_weight=args.dense_weight,
         show_progress=None,  # None: follow the heal_rag log level main() set (-q hides bars)
         device=args.device,
+        backend=args.backend,
     )
     metrics = {name: dict(values) for name, values in results.items()}
     n_queries = len(next(iter(results.per_query.values()))[DEFAULT_METRICS[0]]) if results.per_query else None

@@ -11,6 +11,7 @@ from typing import Any
 
 from heal_rag._loss_options import CONTRAST_MODES, HARD_NEGATIVE_SOURCES, LEVEL_WEIGHT_PRESETS
 from heal_rag.cli._common import check_models, check_outputs, positive_int, require_corpus_folder
+from heal_rag.cli._export import FINETUNE_EXPORTS, export_model
 from heal_rag.cli._hierarchy import add_hnmfk_arguments, hnmfk_params
 from heal_rag.errors import InvalidValueError
 from heal_rag.training_args import HEALTrainingArguments
@@ -153,6 +154,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     training.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: automatic)")
     parser.add_argument("--overwrite", action="store_true", help="replace a model already in DIR")
+    parser.add_argument(
+        "--export",
+        choices=FINETUNE_EXPORTS,
+        default=None,
+        help="also export the trained model for fast CPU encoding (as heal-rag export DIR; onnx-int8: "
+        "with the int8 copy)",
+    )
     add_hnmfk_arguments(parser)  # --depth, --k-min, --k-max, --min-topic-size, --max-features, --seed
     parser.set_defaults(handler=run_finetune)
 
@@ -262,4 +270,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         f"{metrics.get('train_loss', float('nan')):.4f}"
     )
     print(f"Saved to {engine.model_dir_} (load with heal_rag.load_model_dir or SentenceTransformer)")
+    if args.export is not None:
+        backend, _, quantize = args.export.partition("-")
+        export_model(str(engine.model_dir_), backend, quantize or None)
     return 0

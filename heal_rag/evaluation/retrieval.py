@@ -36,6 +36,13 @@ from heal_rag._checks import check_positive_int
 from heal_rag._io import atomic_write_npz, fingerprint_files, load_npz
 from heal_rag._models import resolve_model_name
 from heal_rag._progress import show_progress as resolve_show_progress
+from heal_rag.backends import (
+    ONNX_FOLDER,
+    TORCH_WEIGHT_SUFFIXES,
+    check_backend,
+    check_onnx_device,
+    onnx_file,
+)
 from heal_rag.datasets import RetrievalDataset, load_beir
 from heal_rag.errors import InputNotFoundError, InvalidValueError
 from heal_rag.evaluation.metrics import DEFAULT_METRICS, per_query_metrics
@@ -173,7 +180,11 @@ def _is_hub_id(name: str) -> bool:
 
 
 def load_model(
-    model: str | os.PathLike[str], *, max_seq_length: int | None = None, device: str | None = None
+    model: str | os.PathLike[str],
+    *,
+    max_seq_length: int | None = None,
+    device: str | None = None,
+    backend: str = "torch",
 ) -> SentenceTransformer:
     """Load a sentence-transformers model from a name, a local folder or a saved HEAL model directory.
 
@@ -183,6 +194,8 @@ def load_model(
             offline in the local cache.
         max_seq_length: Truncate inputs to this many tokens (default: the model's own setting).
         device: Torch device (default: CUDA when available, else CPU).
+        backend: ``"torch"``, or ``"onnx"`` for the folder's ONNX export (``heal-rag export``; the int8
+            file when present), run by ONNX Runtime on the CPU.
 
     Raises:
         FileNotFoundError: when ``model`` is a path that does not exist.
@@ -191,6 +204,7 @@ def load_model(
     """
     from heal_rag._models import load_sentence_transformer
 
+    backend = check_backend(backend)
     name = resolve_model_name(str(model))
     path = Path(name).expanduser()
     if path.exists():
@@ -208,6 +222,14 @@ def load_model(
         raise InputNotFoundError(
             f"Model path {name} does not exist. Give an existing model folder or a model name."
         )
+    if backend == "onnx":
+        from heal_rag.backends import load_onnx_sentence_transformer
+
+        check_onnx_device(device)
+        loaded = load_onnx_sentence_transformer(name)
+        if max_seq_length is not None:
+            loaded.max_seq_length = check_positive_int(max_seq_length, "max_seq_length")
+        return loaded
     try:
         loaded = load_sentence_transformer(name, device=device, what="model")
     except (OSError, ValueError) as error:
@@ -234,20 +256,28 @@ def _model_folder(name: str) -> Path | None:
         return None
 
 
-def model_fingerprint(model: str | os.PathLike[str]) -> str | None:
+def model_fingerprint(model: str | os.PathLike[str], backend: str = "torch") -> str | None:
     """SHA-256 over the files of a model folder that determine its embeddings, or None if not found locally.
 
     heal-rag's side files (``heal_config.json``, ``heal_hierarchy/``), the model card, hidden files and
-    trainer checkpoints are left out, so re-saving metadata does not invalidate cached embeddings.
+    trainer checkpoints are left out, so re-saving metadata does not invalidate cached embeddings. The torch
+    fingerprint leaves out the ONNX export (``onnx/``) and the ONNX one the torch weights, so exporting a
+    model keeps its cached torch embeddings, and ONNX (int8) embeddings are cached apart from them.
     """
+    backend = check_backend(backend)
     folder = _model_folder(resolve_model_name(str(model)))
     if folder is None:
         return None
+    onnx = onnx_file(folder) if backend == "onnx" else None
     files = []
     for path in folder.rglob("*"):
         relative = path.relative_to(folder)
         top = relative.parts[0]
         if top in _IGNORED_TOP_LEVEL or top.startswith((".", "checkpoint-")) or not path.is_file():
+            continue
+        if top == ONNX_FOLDER and path != onnx:
+            continue
+        if onnx is not None and path.suffix in TORCH_WEIGHT_SUFFIXES:
             continue
         files.append(path)
     if not files:
@@ -361,6 +391,7 @@ def dense_run(
     show_progress: bool | None = None,
     device: str | None = None,
     name: str | None = None,
+    backend: str = "torch",
 ) -> RetrievalRun:
     """Rank the whole corpus for every query of ``dataset`` by exact cosine similarity.
 
@@ -379,6 +410,7 @@ def dense_run(
             off when ``TQDM_DISABLE=1``.
         device: Torch device for encoding (default: CUDA when available, else CPU).
         name: Name recorded in the result (default: the model string).
+        backend: ``"torch"`` or ``"onnx"`` (the folder's ONNX export; see :func:`load_model`).
 
     Returns:
         A :class:`RetrievalRun` with the top-``k`` documents and scores of every query.
@@ -392,8 +424,8 @@ def dense_run(
     start = time.perf_counter()
     if isinstance(model, str | os.PathLike):
         model_name = str(model)
-        loaded = load_model(model_name, max_seq_length=max_seq_length, device=device)
-        fingerprint = model_fingerprint(model_name) if cache_dir is not None else None
+        loaded = load_model(model_name, max_seq_length=max_seq_length, device=device, backend=backend)
+        fingerprint = model_fingerprint(model_name, backend) if cache_dir is not None else None
         if cache_dir is not None and fingerprint is None:
             logger.info(
                 "No local files to fingerprint for model %r: its embeddings are not cached.", model_name
@@ -445,6 +477,7 @@ def dense_run(
         config={
             "model": model_name,
             "fingerprint": fingerprint,
+            "backend": backend,
             "max_seq_length": loaded.max_seq_length,
             "k": k,
             "batch_size": batch_size,
@@ -565,6 +598,7 @@ def evaluate_models(
     include_hybrid: bool = False,
     fusion: str | None = None,
     dense_weight: float | None = None,
+    backend: str = "torch",
 ) -> RetrievalResults:
     """Evaluate embedding models (and optionally BM25) side by side on the same queries and corpus.
 
@@ -586,6 +620,8 @@ def evaluate_models(
             for it even when ``include_bm25`` is False (its own row is then left out).
         fusion: Fusion method of the hybrid runs (default ``DEFAULT_FUSION``, ``"dist_based_score"``).
         dense_weight: Dense weight of a weighted fusion (see ``hybrid_retriever``).
+        backend: Encoder of every model: ``"torch"``, or ``"onnx"`` for each folder's ONNX export
+            (``heal-rag export``), run by ONNX Runtime on the CPU.
 
     Returns:
         :class:`RetrievalResults`: ``{name: {metric: value}}`` with the runs and per-query scores attached.
@@ -618,6 +654,9 @@ def evaluate_models(
     check_positive_int(batch_size, "batch_size")
     if max_seq_length is not None:
         check_positive_int(max_seq_length, "max_seq_length")
+    backend = check_backend(backend)
+    if backend == "onnx":
+        check_onnx_device(device)
     cutoffs = [int(m.split("@")[1]) for m in metrics if "@" in m]
     if cutoffs and k < max(cutoffs):
         logger.warning(
@@ -659,6 +698,7 @@ def evaluate_models(
             show_progress=show_progress,
             device=device,
             name=model,
+            backend=backend,
         )
     hybrid_names = []
     if include_hybrid:
