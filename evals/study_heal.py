@@ -133,6 +133,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="auto",
         help="unsupervised regimes: which pseudo-queries per document (`both`: up to two)",
     )
+    parser.add_argument(
+        "--mixed-precision",
+        choices=("bf16", "fp16"),
+        default=None,
+        help="train with autocast (bf16 on CPUs with AVX-512 BF16); the default trains in fp32",
+    )
     parser.add_argument("--tag", default="", help="suffix of the run folder (a variant of the protocol)")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
@@ -266,6 +272,7 @@ def train_and_evaluate(stage: str, system: str, seed: int, args: argparse.Namesp
         learning_rate=args.learning_rate,
         max_seq_length=args.train_seq_length,
         seed=seed,
+        mixed_precision=args.mixed_precision,
         overwrite=True,
         show_progress=args.verbose,
         **settings,

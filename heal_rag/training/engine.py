@@ -760,7 +760,8 @@ class HEALFinetuneEngine:
             report_to="none",
             logging_steps=max(1, total_steps // 50),
             disable_tqdm=not self._show_progress(),
-            use_cpu=self.device == "cpu",
+            # device=None on a machine without CUDA trains on the CPU: say so, or transformers refuses bf16
+            use_cpu=self.device == "cpu" or (self.device is None and not torch.cuda.is_available()),
             fp16=self.args.mixed_precision == "fp16",
             bf16=self.args.mixed_precision == "bf16",
             dataloader_drop_last=False,
