@@ -135,12 +135,14 @@ def _child_scale(n: int | None, sample: int | None, seed: int) -> dict:
     seconds = time.perf_counter() - start
     h = model.hierarchy_
     sizes = [t.size for t in h.leaves()]
+    outputs = h.paths.nbytes + sum(h.memberships(level).nbytes for level in range(h.n_levels))
     return {
         "n_documents": h.n_documents,
         "fit_sample": sample,
         "seconds": seconds,
         "rss_before_fit_mb": before,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "outputs_mb": outputs / 2**20,  # paths + memberships of every document: what must grow with n
         "topics_per_level": [len(h.topics_at(level)) for level in range(h.n_levels)],
         "smallest_leaf": min(sizes),
         "largest_leaf": max(sizes),
@@ -162,13 +164,13 @@ def scale(sample: int, seed: int, prefixes: list[int], full_at: list[int], timeo
     runs = []
     for n in [*prefixes, None]:
         run = _run_child([n, sample, seed], timeout)
-        run["load_average_after"] = list(os.getloadavg())
+        run["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
         runs.append(run)
         print(f"[scale] sample {sample}: {json.dumps(run)}", flush=True)
     full = []
     for n in full_at:  # the same corpus fitted whole, for the time it saves (slow: opt-in)
         run = _run_child([n, None, seed], timeout)
-        run["load_average_after"] = list(os.getloadavg())
+        run["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
         full.append(run)
         print(f"[scale] full fit: {json.dumps(run)}", flush=True)
     return {"passages": info, "fit_sample": sample, "seed": seed, "runs": runs, "full_fits": full}
@@ -255,12 +257,14 @@ def markdown(result: dict) -> str:
         s = result["scale"]
         p = s["passages"]
         lines += [
-            f"## Scale: {p['n_passages']:,} passages of {WORDS} words ({p['per_source']}), "
+            f"## Scale: {p['n_passages']:,} passages of {WORDS} words "
+            f"({', '.join(f'{k} {v:,}' for k, v in p['per_source'].items())}), "
             f"depth 2, defaults, fit_sample={s['fit_sample']}",
             "",
             "Fresh process per run; seconds = the whole `fit` (sample vocabulary and tree, then every "
             "passage vectorised and placed in chunks of 8,192). Prefixes of one seeded shuffle (seed 0) of "
-            "the passages, so every size mixes the sources.",
+            "the passages, so every size mixes the sources. RSS before fit: the child with all passages "
+            "loaded (then the prefix kept).",
             "",
             markdown_table(
                 [{**r, "kind": f"sample {r['fit_sample']}"} for r in s["runs"]]
@@ -271,11 +275,13 @@ def markdown(result: dict) -> str:
                     ("seconds", "seconds"),
                     ("rss_before_fit_mb", "RSS before fit MB"),
                     ("peak_rss_mb", "peak RSS MB"),
+                    ("outputs_mb", "paths + memberships MB"),
                     ("topics_per_level", "topics per level"),
                     ("smallest_leaf", "smallest leaf"),
                     ("load_average_after", "load avg after"),
                 ],
-                formats={"seconds": ".1f", "rss_before_fit_mb": ".0f", "peak_rss_mb": ".0f"},
+                formats={key: ".0f" for key in ("rss_before_fit_mb", "peak_rss_mb", "outputs_mb")}
+                | {"seconds": ".1f"},
             ),
             "",
         ]
@@ -327,6 +333,14 @@ def markdown(result: dict) -> str:
             ),
             "",
         ]
+        roots = {
+            str(sample or "full"): [r["fits"][i]["levels"][0]["n_topics"] for r in q["runs"]]
+            for i, sample in enumerate([None, *q["samples"]])
+        }
+        lines += [
+            "Level-0 topics per seed: " + "; ".join(f"{k} {v}" for k, v in roots.items()) + ".",
+            "",
+        ]
         for sample in q["samples"]:
             diffs = [
                 abs(r["diff_nmi_level1_mean"])
@@ -334,9 +348,19 @@ def markdown(result: dict) -> str:
                 if r["fit_sample"] == sample and "diff_nmi_level1_mean" in r
             ]
             met = "met" if diffs and max(diffs) <= TARGET_NMI else "NOT met"
+            per_seed = [
+                abs(lv["diff_nmi_level1"])
+                for run in q["runs"]
+                for fit in run["fits"]
+                if fit["fit_sample"] == sample
+                for lv in fit["levels"]
+                if "diff_nmi_level1" in lv
+            ]
+            within = sum(d <= TARGET_NMI for d in per_seed)
             lines.append(
-                f"fit_sample={sample}: |mean diff| of NMI against level1 at every tree level "
-                f"<= {TARGET_NMI}: {met} (largest {max(diffs):.3f})."
+                f"- fit_sample={sample}: |mean diff| of NMI against level1 at every tree level "
+                f"<= {TARGET_NMI}: {met} (largest {max(diffs):.3f}); per seed and level, {within} of "
+                f"{len(per_seed)} differences within {TARGET_NMI} (largest {max(per_seed):.3f})."
             )
         lines.append("")
     if result.get("notes"):
