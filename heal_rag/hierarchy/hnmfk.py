@@ -99,8 +99,8 @@ class HNMFk(BaseEstimator):
         vectorizer_: the CountVectorizer of the vocabulary (None when fitted on a matrix).
         k_selection_: dict parent topic id (``-1`` = root) -> NMFk diagnostics of that split.
         n_features_in_: number of features (vocabulary size).
-        fit_sample_indices_: positions (in the documents kept, input order) of the documents the tree was
-            built on; every position when ``fit_sample`` is None.
+        fit_sample_indices_: sorted row positions (in ``hierarchy_.doc_ids`` and ``paths``) of the documents
+            the tree was built on; every position when ``fit_sample`` is None.
 
     Example:
         >>> from heal_rag.hierarchy import HNMFk
@@ -235,7 +235,6 @@ class HNMFk(BaseEstimator):
         show = self._resolve_progress()
         # one draw from random_state seeds both the sample and the splits (a Generator is advanced once)
         seed = int(make_rng(self.random_state).integers(0, 2**31 - 1))
-        texts: list[str] | None = None
         if is_text_input(X):
             texts = check_texts(X, owner)
             if not texts:
@@ -265,8 +264,7 @@ class HNMFk(BaseEstimator):
             fit_texts = texts if sample is None else [texts[i] for i in sample]
             matrix, vocabulary, idf, self.vectorizer_ = self._vectorize(fit_texts)
             tfidf = self._tfidf_settings()
-            if sample is None:
-                texts = None  # place the rows already vectorised
+            # without a sample the rows are already vectorised; with one, every text is vectorised again
             source: Any = matrix if sample is None else texts
         else:
             source = check_matrix(X, owner)
@@ -295,7 +293,8 @@ class HNMFk(BaseEstimator):
             tfidf=tfidf,
             params={"beta_loss": self.beta_loss},  # routing needs the divergence the topics were fitted with
         )
-        del matrix  # with a sample, the placement vectorises every text again, chunk by chunk
+        n_features = matrix.shape[1]
+        del builder, matrix  # a sample's rows are not needed for the placement
         paths, memberships = _place(skeleton, source, n, show)
         # sizes from the final placement of every document (the same routine that predict uses)
         final = {}
@@ -313,14 +312,14 @@ class HNMFk(BaseEstimator):
             ids,
             paths,
             memberships,
-            n_features=skeleton.n_features,
+            n_features=n_features,
             vocabulary=vocabulary,
             idf=idf,
             tfidf=tfidf,
             split_info=split_info,
             params=hierarchy_params,
         )
-        self.n_features_in_ = skeleton.n_features
+        self.n_features_in_ = n_features
         return self
 
     @staticmethod
