@@ -74,6 +74,16 @@ def test_hierarchy_build_and_show_txt(tmp_path, txt_corpus, capsys):
     assert all(line.count(",") <= 1 for line in shown.splitlines()[1:])  # at most 2 terms per topic
 
 
+def test_hierarchy_build_fit_sample(tmp_path, txt_corpus, capsys):
+    out = tmp_path / "sampled"
+    build = ["hierarchy", "build", str(txt_corpus), "--out", str(out)]
+    assert main(["-q", *build, "--fit-sample", "8", *SMALL]) == 0
+    hierarchy = Hierarchy.load(out)
+    assert hierarchy.n_documents == 12 and hierarchy.params["n_fit_documents"] == 8
+    assert main([*build, "--fit-sample", "13", *SMALL]) == 2
+    assert "asks for 13 documents, but the corpus has only 12" in capsys.readouterr().err
+
+
 def test_hierarchy_build_is_deterministic_and_rebuilds_in_place(tmp_path, txt_corpus):
     out = tmp_path / "tree"
     assert main(["-q", "hierarchy", "build", str(txt_corpus), "--out", str(out), *SMALL]) == 0

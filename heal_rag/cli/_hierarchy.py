@@ -88,6 +88,14 @@ def add_hnmfk_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--max-features", type=positive_int, default=None, metavar="N", help="TF-IDF vocabulary size"
     )
+    group.add_argument(
+        "--fit-sample",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="build the tree on a seeded sample of N documents, then place every document in it "
+        "(large corpora; default: fit on all)",
+    )
     group.add_argument("--seed", type=seed_int, default=0, help="random seed, 0 to 2**32-1 (default: 0)")
 
 
@@ -110,6 +118,8 @@ def hnmfk_params(args: argparse.Namespace) -> dict[str, Any]:
         params["min_topic_size"] = args.min_topic_size
     if args.max_features is not None:
         params["max_features"] = args.max_features
+    if getattr(args, "fit_sample", None) is not None:
+        params["fit_sample"] = args.fit_sample
     return params
 
 

@@ -91,6 +91,39 @@ def check_params(est: Any, *, per_depth: bool) -> dict[str, Any]:
     return out
 
 
+def check_fit_sample(owner: str, value: Any, n: int, n_empty: int = 0) -> int | None:
+    """Resolve ``fit_sample`` to a number of documents in ``[1, n]``, or None to fit on all ``n``.
+
+    Args:
+        owner: estimator name, for the messages.
+        value: None, an int in ``[1, n]``, or a float in ``(0, 1]`` (share of ``n``, rounded up).
+        n: number of documents the tree is built from (after documents without text are left out).
+        n_empty: documents without text that were left out (named in the message when they matter).
+
+    Returns:
+        The sample size, or None when ``value`` is None.
+
+    """
+    if value is None:
+        return None
+    expected = "None, an int >= 1 (number of documents) or a float in (0, 1] (share of the documents)"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise _bad(owner, "fit_sample", expected, value)
+    if _is_int(value):
+        if value < 1:
+            raise _bad(owner, "fit_sample", expected, value)
+        if value > n:
+            left_out = f" ({n_empty} documents without text are left out)" if n_empty else ""
+            raise InvalidValueError(
+                f"The 'fit_sample' parameter of {owner} asks for {int(value)} documents, but the corpus has "
+                f"only {n}{left_out}. Pass at most {n}, a share such as 0.1, or None to fit on all."
+            )
+        return int(value)
+    if not np.isfinite(value) or not 0.0 < value <= 1.0:
+        raise _bad(owner, "fit_sample", expected, value)
+    return max(1, min(n, int(np.ceil(float(value) * n))))
+
+
 def check_matrix(X: Any, owner: str, *, allow_empty: bool = False) -> sp.csr_matrix:
     """Validate a non-negative numeric matrix (dense or sparse) and return it as float32 CSR."""
     if sp.issparse(X):

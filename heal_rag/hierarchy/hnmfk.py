@@ -5,6 +5,12 @@ root into ``k`` topics, every document goes to the child with its largest weight
 again, breadth first, until the depth limit. A topic stays a leaf when it is too small to give two children of
 ``min_topic_size``, when its documents are all identical, when no candidate ``k`` is stable (NMFk chooses
 ``k = 1``), or when merging children smaller than ``min_topic_size`` leaves fewer than two.
+
+Large corpora: ``fit_sample`` builds the tree (vocabulary, idf and every split) on a seeded sample of the
+documents and then places every document, sample included, with the stored topic vectors
+(:meth:`Hierarchy.route`), :data:`PLACEMENT_CHUNK_SIZE` documents at a time, so the memory the placement
+needs does not grow with the corpus. A full fit places its documents the same way, so a document's path
+depends only on the tree, never on whether it was in the sample.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from sklearn.base import BaseEstimator
 from heal_rag._progress import show_progress as resolve_show_progress
 from heal_rag.errors import InvalidValueError, NotFittedError
 from heal_rag.hierarchy import _nmf
-from heal_rag.hierarchy._validation import check_matrix, check_params
+from heal_rag.hierarchy._validation import check_fit_sample, check_matrix, check_params
 from heal_rag.hierarchy.nmfk import make_rng, nmfk, nmfk_settings
 from heal_rag.hierarchy.tree import (
     DEFAULT_TOKEN_PATTERN,
@@ -37,6 +43,9 @@ from heal_rag.hierarchy.tree import (
 logger = logging.getLogger(__name__)
 
 ROOT = -1  # key of the root split in ``k_selection_`` / ``Hierarchy.split_info``
+# documents vectorised and placed per step after the tree is built (results do not depend on it: every
+# document is projected on its own); bounds the placement's working memory whatever the corpus size
+PLACEMENT_CHUNK_SIZE = 8192
 
 
 class HNMFk(BaseEstimator):
@@ -69,10 +78,20 @@ class HNMFk(BaseEstimator):
         lowercase: lowercase the texts first.
         strip_accents: ``"ascii"``, ``"unicode"`` or None.
         n_top_terms: terms kept per topic in :attr:`Topic.top_terms`.
-        random_state: seed; the same seed gives the same tree.
+        fit_sample: build the tree on a sample of the documents and place the rest with the stored factors
+            (for corpora too large to factorise whole): an int (number of documents), a float in ``(0, 1]``
+            (share of the documents, rounded up), or None (default) to fit on every document. The sample
+            is drawn without replacement with ``random_state`` and kept in input order; the vocabulary, idf
+            and every split are learned from it alone. Every document, sample included, is then placed with
+            :meth:`Hierarchy.route`, so :attr:`hierarchy_` holds paths and memberships of all documents in
+            input order, and topic sizes count all of them (``k_selection_`` describes the sample).
+            A sample as large as the corpus is a full fit. Documents with no text are left out first, and
+            a share or count refers to the documents that remain.
+        random_state: seed; the same seed gives the same tree (and the same ``fit_sample`` sample).
         device: ``"auto"`` (torch on CUDA when available), ``"cpu"`` or ``"cuda"``.
-        show_progress: show a tqdm bar of the topics split; ``None`` (default) shows it when the
-            ``heal_rag`` logger is enabled for INFO (see :func:`heal_rag._progress.show_progress`).
+        show_progress: show tqdm bars of the topics split and of the documents placed; ``None`` (default)
+            shows them when the ``heal_rag`` logger is enabled for INFO (see
+            :func:`heal_rag._progress.show_progress`).
         progress: deprecated alias of ``show_progress``.
 
     Attributes:
@@ -80,6 +99,8 @@ class HNMFk(BaseEstimator):
         vectorizer_: the CountVectorizer of the vocabulary (None when fitted on a matrix).
         k_selection_: dict parent topic id (``-1`` = root) -> NMFk diagnostics of that split.
         n_features_in_: number of features (vocabulary size).
+        fit_sample_indices_: sorted row positions (in ``hierarchy_.doc_ids`` and ``paths``) of the documents
+            the tree was built on; every position when ``fit_sample`` is None.
 
     Example:
         >>> from heal_rag.hierarchy import HNMFk
@@ -114,6 +135,7 @@ class HNMFk(BaseEstimator):
         lowercase: bool = True,
         strip_accents: str | None = "unicode",
         n_top_terms: int = 10,
+        fit_sample: int | float | None = None,
         random_state: Any = 0,
         device: str = "auto",
         show_progress: bool | None = None,
@@ -141,6 +163,7 @@ class HNMFk(BaseEstimator):
         self.lowercase = lowercase
         self.strip_accents = strip_accents
         self.n_top_terms = n_top_terms
+        self.fit_sample = fit_sample
         self.random_state = random_state
         self.device = device
         self.show_progress = show_progress
@@ -209,6 +232,9 @@ class HNMFk(BaseEstimator):
         """
         params = check_params(self, per_depth=True)
         owner = type(self).__name__
+        show = self._resolve_progress()
+        # one draw from random_state seeds both the sample and the splits (a Generator is advanced once)
+        seed = int(make_rng(self.random_state).integers(0, 2**31 - 1))
         if is_text_input(X):
             texts = check_texts(X, owner)
             if not texts:
@@ -233,26 +259,33 @@ class HNMFk(BaseEstimator):
                 keep = set(range(len(texts))) - set(empty)
                 texts = [t for i, t in enumerate(texts) if i in keep]
                 ids = [d for i, d in enumerate(ids) if i in keep]
-            matrix, vocabulary, idf, self.vectorizer_ = self._vectorize(texts)
+            n = len(texts)
+            sample = _draw_sample(check_fit_sample(owner, self.fit_sample, n, len(empty)), n, seed)
+            fit_texts = texts if sample is None else [texts[i] for i in sample]
+            matrix, vocabulary, idf, self.vectorizer_ = self._vectorize(fit_texts)
             tfidf = self._tfidf_settings()
+            # without a sample the rows are already vectorised; with one, every text is vectorised again
+            source: Any = matrix if sample is None else texts
         else:
-            matrix = check_matrix(X, owner)
-            ids = self._check_doc_ids(doc_ids, matrix.shape[0])
+            source = check_matrix(X, owner)
+            n = source.shape[0]
+            ids = self._check_doc_ids(doc_ids, n)
             vocabulary, idf, tfidf, self.vectorizer_ = None, None, None, None
             if feature_names is not None:
                 vocabulary = [str(f) for f in feature_names]
-                if len(vocabulary) != matrix.shape[1]:
+                if len(vocabulary) != source.shape[1]:
                     raise InvalidValueError(
-                        f"feature_names has {len(vocabulary)} names but X has {matrix.shape[1]} columns."
+                        f"feature_names has {len(vocabulary)} names but X has {source.shape[1]} columns."
                     )
-        n = matrix.shape[0]
-        builder = _TreeBuilder(self, params, matrix, vocabulary)
+            sample = _draw_sample(check_fit_sample(owner, self.fit_sample, n, 0), n, seed)
+            matrix = source if sample is None else source[sample]
+        builder = _TreeBuilder(self, params, matrix, vocabulary, seed=seed, show_progress=show)
         topics, split_info = builder.build()
         n_levels = 1 + max(t.depth for t in topics.values())
         skeleton = Hierarchy(
             topics,
-            ids,
-            np.zeros((n, n_levels), dtype=np.int64),
+            ids[:0],
+            np.zeros((0, n_levels), dtype=np.int64),
             [],
             n_features=matrix.shape[1],
             vocabulary=vocabulary,
@@ -260,8 +293,10 @@ class HNMFk(BaseEstimator):
             tfidf=tfidf,
             params={"beta_loss": self.beta_loss},  # routing needs the divergence the topics were fitted with
         )
-        paths, memberships = skeleton.route(matrix)
-        # sizes from the final placement (the same routine that predict uses)
+        n_features = matrix.shape[1]
+        del builder, matrix  # a sample's rows are not needed for the placement
+        paths, memberships = _place(skeleton, source, n, show)
+        # sizes from the final placement of every document (the same routine that predict uses)
         final = {}
         for tid, topic in topics.items():
             size = int(np.sum(paths[:, topic.depth] == tid))
@@ -269,19 +304,22 @@ class HNMFk(BaseEstimator):
                 tid, topic.parent, topic.depth, size, topic.top_terms, topic.vector, topic.children
             )
         self.k_selection_ = split_info
+        self.fit_sample_indices_ = np.arange(n) if sample is None else sample
+        hierarchy_params = _jsonable(self.get_params())
+        hierarchy_params["n_fit_documents"] = int(len(self.fit_sample_indices_))
         self.hierarchy_ = Hierarchy(
             final,
             ids,
             paths,
             memberships,
-            n_features=matrix.shape[1],
+            n_features=n_features,
             vocabulary=vocabulary,
             idf=idf,
             tfidf=tfidf,
             split_info=split_info,
-            params=_jsonable(self.get_params()),
+            params=hierarchy_params,
         )
-        self.n_features_in_ = matrix.shape[1]
+        self.n_features_in_ = n_features
         return self
 
     @staticmethod
@@ -323,7 +361,7 @@ class HNMFk(BaseEstimator):
             warnings.warn(
                 "The 'progress' parameter of HNMFk is deprecated; use show_progress instead.",
                 DeprecationWarning,
-                stacklevel=4,
+                stacklevel=3,
             )
             if explicit is None:
                 explicit = self.progress
@@ -338,7 +376,14 @@ class _TreeBuilder:
     """Breadth-first construction of the topics (ids assigned in creation order, so level 0 comes first)."""
 
     def __init__(
-        self, est: HNMFk, params: dict[str, Any], X: sp.csr_matrix, vocabulary: list[str] | None
+        self,
+        est: HNMFk,
+        params: dict[str, Any],
+        X: sp.csr_matrix,
+        vocabulary: list[str] | None,
+        *,
+        seed: int,
+        show_progress: bool,
     ) -> None:
         self.est = est
         self.params = params
@@ -346,18 +391,19 @@ class _TreeBuilder:
         self.vocabulary = vocabulary
         self.nonzero = X.getnnz(axis=1) > 0
         self.ops = _nmf._Ops(_nmf.resolve_device(est.device))
-        self.seed = int(make_rng(est.random_state).integers(0, 2**31 - 1))
+        self.seed = seed
+        self.show_progress = show_progress
 
     def build(self) -> tuple[dict[int, Topic], dict[int, dict[str, Any]]]:
         from tqdm.auto import tqdm
 
-        est, X = self.est, self.X
+        X = self.X
         topics: dict[int, Topic] = {}
         children_of: dict[int, list[int]] = {}
         split_info: dict[int, dict[str, Any]] = {}
         queue: deque[tuple[int, int, np.ndarray]] = deque([(ROOT, 0, np.arange(X.shape[0]))])
         bar = tqdm(
-            desc="HNMFk splits", unit="topic", disable=None if est._resolve_progress() else True, leave=False
+            desc="HNMFk splits", unit="topic", disable=None if self.show_progress else True, leave=False
         )
         node_index = 0
         while queue:
@@ -460,6 +506,47 @@ class _TreeBuilder:
         info["n_children"] = len(vectors)
         info["reason"] = result.reason
         return (vectors, assignment), info
+
+
+def _draw_sample(size: int | None, n: int, seed: int) -> np.ndarray | None:
+    """Sorted positions of a ``size``-document sample of ``n`` (None: fit on all, also when ``size == n``).
+
+    Its own stream of the fit's seed (spawn key 1), independent of the per-split streams ``[seed, node]``.
+    """
+    if size is None or size >= n:
+        return None
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
+    return np.sort(rng.choice(n, size=size, replace=False)).astype(np.int64)
+
+
+def _place(
+    hierarchy: Hierarchy, source: sp.csr_matrix | list[str], n: int, show_progress: bool
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Paths and memberships of all ``n`` documents (a matrix, or texts to vectorise), chunk by chunk.
+
+    Only the outputs grow with ``n``; the TF-IDF rows and projections of one chunk of
+    :data:`PLACEMENT_CHUNK_SIZE` documents are the working memory. Every row is projected on its own, so the
+    result does not depend on the chunk size.
+    """
+    from tqdm.auto import tqdm
+
+    chunk = int(PLACEMENT_CHUNK_SIZE)
+    paths = np.zeros((n, hierarchy.n_levels), dtype=np.int64)
+    memberships = [np.zeros((n, len(hierarchy.topics_at(level)))) for level in range(hierarchy.n_levels)]
+    bar = tqdm(
+        total=n, desc="HNMFk placement", unit="doc", disable=None if show_progress else True, leave=False
+    )
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        rows = source[start:stop]
+        X = hierarchy.vectorize(rows) if isinstance(rows, list) else rows
+        chunk_paths, chunk_memberships = hierarchy.route(X)
+        paths[start:stop] = chunk_paths
+        for level, values in enumerate(chunk_memberships):
+            memberships[level][start:stop] = values
+        bar.update(stop - start)
+    bar.close()
+    return paths, memberships
 
 
 def _assign_min_size(
