@@ -14,7 +14,7 @@ Question sets:
    abstracts as distractors (:func:`heal_rag.evaluation.pubmedqa.load_pubmedqa`): a domain-transfer test
    for the model trained on SciFact;
 3. ``pubmedqa_generation``: a small seeded sample of (2) answered by the offline local LLM (SmolLM2-135M):
-   the judge-free share of ungrounded answers and yes/no/maybe accuracy.
+   the judge-free evidence exposure (answers_without_evidence) and yes/no/maybe accuracy.
 
 Retrieval metrics (nDCG@10, MRR@10, Recall@10, RAGAS ID-based and non-LLM context precision/recall) come with
 bootstrap CIs and paired permutation tests (Holm-adjusted per pair).
@@ -56,7 +56,7 @@ CACHE_DIR = REPO_ROOT / "evals" / "cache" / "bench_rag"
 REPORT_DIR = REPO_ROOT / "evals" / "results" / "bench_rag"
 CONFIGS = ("base", "heal", "heal-rescore")
 HEADLINE = ("ndcg@10", "mrr@10", "recall@10", "id_based_context_precision", "non_llm_context_recall")
-GENERATION = ("ungrounded_answers", "decision_accuracy")
+GENERATION = ("answers_without_evidence", "decision_accuracy")
 
 REDUCED = {
     "max_steps": 30,

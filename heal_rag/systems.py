@@ -28,9 +28,10 @@ from heal_rag.evaluation.retrieval import BM25_NAME, hybrid_name
 if TYPE_CHECKING:  # pragma: no cover
     from llama_index.core.schema import BaseNode
 
+    from heal_rag.datasets import RetrievalDataset
     from heal_rag.hierarchy import Hierarchy
 
-__all__ = ["DenseSystem", "bm25_candidates", "bm25_system", "dense_system"]
+__all__ = ["DenseSystem", "bm25_candidates", "bm25_system", "dense_system", "reference_systems"]
 
 #: How BM25 is described in reports and in the checkpoint hash.
 BM25_DESCRIPTION = {"model": "BM25 (bm25s via llama-index-retrievers-bm25, stemmed)", "retriever": "bm25"}
@@ -65,6 +66,33 @@ def bm25_system(
         generation_top_n=generation_top_n,
         description=dict(BM25_DESCRIPTION),
     )
+
+
+def reference_systems(
+    dataset: RetrievalDataset, *, llm: Any, generation_top_n: int | None = 3
+) -> list[RAGConfiguration]:
+    """Return the two reference conditions of a generator: ``gold`` (the judged passages) and ``no-context``.
+
+    See :mod:`heal_rag.evaluation.references`: decision accuracy says something about retrieval only when
+    ``gold`` is clearly above ``no-context`` for the same generator.
+    """
+    from heal_rag.evaluation.references import GoldContextRetriever, NoContextRetriever
+
+    common = {"llm": llm, "generation_top_n": generation_top_n}
+    return [
+        RAGConfiguration(
+            "gold",
+            retriever=GoldContextRetriever(dataset),
+            description={"retriever": "gold: the question's judged passages (upper bound)"},
+            **common,
+        ),
+        RAGConfiguration(
+            "no-context",
+            retriever=NoContextRetriever(),
+            description={"retriever": "none: the generator's prior"},
+            **common,
+        ),
+    ]
 
 
 def bm25_candidates(nodes: Sequence[BaseNode]) -> Any:

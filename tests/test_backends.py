@@ -1,4 +1,4 @@
-"""ONNX export and the ONNX Runtime backend: faithful embeddings, separate fingerprints, stale exports refused.
+"""ONNX export and the ONNX Runtime backend: faithful embeddings, own fingerprints, stale exports refused.
 
 One export of the bundled all-MiniLM-L6-v2 (fp32 + int8, about 15 s on two cores) is shared by the module.
 """

@@ -119,7 +119,7 @@ def test_pipeline_writes_the_three_reports_with_every_configuration(first_run):
     markdown = (out / "report.md").read_text(encoding="utf-8")
     assert "| ndcg@10 ↑ |" in markdown and "## nDCG@10 by topic" in markdown
     # no LLM: generation is off and the report says how to turn it on
-    assert "ungrounded_answers" not in report["configurations"]["heal"]
+    assert "answers_without_evidence" not in report["configurations"]["heal"]
     assert any("--llm local" in note for note in report["notes"])
     assert described["base"]["model"] == "all-MiniLM-L6-v2 (bundled copy)"
     # the models and the state of the run are in the folder

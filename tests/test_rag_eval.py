@@ -246,7 +246,7 @@ def test_retrieval_only_metrics_match_hand_computation(tiny, vector_index, quest
         assert {"ndcg@10", "mrr@10", "recall@5", "id_based_context_recall", "non_llm_context_recall"} <= set(
             arrays
         )
-        assert "faithfulness" not in arrays and "ungrounded_answers" not in arrays
+        assert "faithfulness" not in arrays and "answers_without_evidence" not in arrays
         for i, q in enumerate(result.question_ids):
             record = result.records[name][q]
             relevant = set(questions.relevant(q))
@@ -303,7 +303,7 @@ def test_generation_judge_free_and_llm_judge_with_real_ragas_metrics(
         "faithfulness",
         "answer_correctness",
         "answer_relevancy",
-        "ungrounded_answers",
+        "answers_without_evidence",
         "decision_accuracy",
     ):
         assert name in dense
@@ -318,7 +318,7 @@ def test_generation_judge_free_and_llm_judge_with_real_ragas_metrics(
     for i, q in enumerate(result.question_ids):
         record = result.records["dense"][q]
         grounded = bool(set(record["generation_ids"]) & set(questions.relevant(q)))
-        assert dense["ungrounded_answers"][i] == float(not grounded)
+        assert dense["answers_without_evidence"][i] == float(not grounded)
         # every answer starts with "Yes": right exactly on the questions whose gold decision is yes
         assert dense["decision_accuracy"][i] == float(questions.decisions[q] == "yes")
         # answer correctness is high when the answer was drawn from the abstract the reference comes from
@@ -601,3 +601,28 @@ def test_cli_unreachable_endpoint_fails_up_front(tmp_path, capsys):
     assert main(argv) == 2
     assert "Cannot reach the LLM endpoint http://127.0.0.1:9/v1" in capsys.readouterr().err
     assert not (tmp_path / "report.json").exists()
+
+
+def test_gold_and_no_context_reference_conditions(tiny, questions, vector_index, tmp_path):
+    from heal_rag.errors import InvalidValueError
+    from heal_rag.evaluation._rag_runner import NO_CONTEXT_ID
+    from heal_rag.evaluation.references import NO_CONTEXT_TEXT, GoldContextRetriever
+    from heal_rag.systems import reference_systems
+
+    llm = ExtractiveLLM()
+    configs = [*reference_systems(questions, llm=llm), *_configs(tiny, vector_index, llm=llm)[1:]]
+    result = evaluate_rag(configs, questions, k=5, out_dir=tmp_path, n_resamples=200)
+    for q in result.question_ids:
+        gold, prior = result.records["gold"][q], result.records["no-context"][q]
+        # gold: exactly the judged passages, so every answer had its evidence
+        assert gold["generation_ids"] == questions.relevant(q)[:3]
+        # no context: the placeholder only, and the generator was shown it (the stand-in echoes it)
+        assert prior["generation_ids"] == [NO_CONTEXT_ID]
+        assert NO_CONTEXT_TEXT in prior["response"]
+    assert result.summary["gold"]["answers_without_evidence"] == 0.0
+    assert result.summary["no-context"]["answers_without_evidence"] == 1.0
+    assert result.summary["gold"]["ndcg@10"] == pytest.approx(1.0)
+    assert result.summary["no-context"]["ndcg@10"] == 0.0
+    duplicate = dataclasses.replace(tiny, queries={**tiny.queries, "copy": next(iter(tiny.queries.values()))})
+    with pytest.raises(InvalidValueError, match="same text"):
+        GoldContextRetriever(duplicate)

@@ -28,8 +28,8 @@ def _result() -> RAGEvaluationResult:
     rng = np.random.default_rng(0)
     base = rng.uniform(0.2, 0.7, size=25)
     per_question = {
-        "base": {"ndcg@10": base, "ungrounded_answers": (base < 0.4).astype(float)},
-        "heal": {"ndcg@10": base + 0.15, "ungrounded_answers": (base < 0.3).astype(float)},
+        "base": {"ndcg@10": base, "answers_without_evidence": (base < 0.4).astype(float)},
+        "heal": {"ndcg@10": base + 0.15, "answers_without_evidence": (base < 0.3).astype(float)},
     }
     per_question["heal"]["ndcg@10"][3] = np.nan  # a failed question
     intervals = {
@@ -110,14 +110,14 @@ def test_write_report_files_are_well_formed(tmp_path):
     assert "apoptosis" in page and "0.150" in page
 
     md = paths["md"].read_text()
-    assert "| ndcg@10 ↑ |" in md and "| ungrounded_answers ↓ |" in md
+    assert "| ndcg@10 ↑ |" in md and "| answers_without_evidence ↓ |" in md
     assert "heal − base" in md and "## Topic tree" in md
 
 
 def test_best_value_respects_metric_direction_and_summary_table():
     result = _result()
     md = to_markdown(result, versions={"x": "1"})
-    ungrounded = next(line for line in md.splitlines() if line.startswith("| ungrounded_answers"))
+    ungrounded = next(line for line in md.splitlines() if line.startswith("| answers_without_evidence"))
     # lower is better: heal (fewer ungrounded answers) is the bold one
     assert ungrounded.split("|")[3].strip().startswith("**")
     table = summary_table(result)

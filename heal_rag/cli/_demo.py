@@ -8,8 +8,8 @@ won and by how much, and write ``DIR/report.md``, ``DIR/report.html`` and ``DIR/
 Defaults keep the demo within about 4 minutes on a 2-core laptop (measured: 202 s): 20 training steps of
 batch 32 at 128 tokens per fine-tune, and no answer generation (``--llm none``), because the offline 135M
 model needed 10-30 s per question and configuration there (prompts of three abstracts). ``--llm local`` adds
-generation and the ungrounded-answer share on a seeded sample of 10 questions (``--max-questions`` changes
-it); ``--llm URL`` uses an OpenAI-compatible server.
+generation and the share of answers given without the evidence on a seeded sample of 10 questions
+(``--max-questions`` changes it); ``--llm URL`` uses an OpenAI-compatible server.
 """
 
 from __future__ import annotations

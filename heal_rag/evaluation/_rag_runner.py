@@ -40,6 +40,9 @@ _ABSTENTION = re.compile(
 )
 _DECISION = re.compile(r"\b(yes|no|maybe)\b", re.IGNORECASE)
 
+#: Document id of the no-context condition's placeholder node (heal_rag.evaluation.references): no corpus id.
+NO_CONTEXT_ID = "heal-rag:no-context"
+
 DECISION_QA_TEMPLATE = (
     "Context information is below.\n---------------------\n{context_str}\n---------------------\n"
     "Using only the context, answer the question. Begin the answer with yes, no or maybe, then "
@@ -163,8 +166,8 @@ class RAGRunner:
 
     def _check_ids(self, config: RAGConfiguration, ids: list[str]) -> None:
         """Fail early when the index's document ids do not match the corpus (wrong id convention)."""
-        if self._checked_ids or not ids:
-            return
+        if self._checked_ids or not ids or ids == [NO_CONTEXT_ID]:
+            return  # the no-context placeholder is no corpus document by design
         if not any(d in self.dataset.corpus for d in ids):
             raise InvalidValueError(
                 f"Configuration {config.name!r} retrieved document ids that are not in the corpus "
@@ -241,9 +244,9 @@ class RAGRunner:
         relevant = self.dataset.relevant(question_id)
         answered = _is_answer(response)
         record["answered"] = answered
-        scores: dict[str, float] = {"ungrounded_answers": math.nan}
+        scores: dict[str, float] = {"answers_without_evidence": math.nan}
         if answered and relevant:
-            scores["ungrounded_answers"] = float(not set(record["generation_ids"]) & set(relevant))
+            scores["answers_without_evidence"] = float(not set(record["generation_ids"]) & set(relevant))
         gold = self.dataset.decisions.get(question_id)
         if gold is not None:
             predicted = parse_decision(response) if response else None

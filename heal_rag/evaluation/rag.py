@@ -15,9 +15,12 @@ Metrics per question (NaN where a metric does not apply; the reason is counted a
 - retrieval, no LLM: ``ndcg@10``, ``mrr@10``, ``recall@k`` (ranx, via :func:`heal_rag.evaluation.metrics`),
   RAGAS ``id_based_context_precision/recall`` and ``non_llm_context_precision_with_reference`` /
   ``non_llm_context_recall``.
-- judge-free hallucination signal (needs a generator): ``ungrounded_answers`` = 1 when the question was
-  answered from contexts that contain none of its relevant documents, 0 when they contain one (lower is
-  better); ``decision_accuracy`` = the answer's leading yes/no/maybe equals the gold decision.
+- judge-free, with a generator: ``answers_without_evidence`` (evidence exposure; called
+  ``ungrounded_answers`` before) = 1 when the question was answered from contexts that contain none of its
+  relevant documents, 0 when they contain one (lower is better). It is a property of the retrieval behind
+  the answers, not a judgment of the answers. ``decision_accuracy`` = the answer's leading yes/no/maybe
+  equals the gold decision: a measure of the answers, readable only next to the gold-context and
+  no-context conditions of the same generator (:mod:`heal_rag.evaluation.references`).
 - LLM judge (opt-in): RAGAS ``faithfulness``, ``answer_correctness``, ``answer_relevancy``.
 
 Example:
@@ -97,7 +100,7 @@ METRIC_INFO: dict[str, tuple[bool, str]] = {
         "RAGAS: precision by string similarity to relevant texts",
     ),
     "non_llm_context_recall": (True, "RAGAS: recall by string similarity to relevant texts"),
-    "ungrounded_answers": (False, "answered from contexts lacking every relevant passage (lower is better)"),
+    "answers_without_evidence": (False, "answered from contexts lacking every relevant passage"),
     "decision_accuracy": (True, "leading yes/no/maybe equals the gold decision"),
     "faithfulness": (True, "RAGAS judge: answer statements supported by the contexts"),
     "answer_correctness": (True, "RAGAS judge: agreement with the reference answer"),
@@ -492,6 +495,10 @@ def evaluate_rag(
     )
 
 
+#: New metric name -> its name in checkpoints written before the rename (read back on resume).
+_RENAMED_METRICS = {"answers_without_evidence": "ungrounded_answers"}
+
+
 def _failed(record: Mapping[str, Any]) -> bool:
     """Whether a checkpoint record's retrieval or generation failed (a resumed run tries it again)."""
     return bool({"retrieval", "generation"} & set(record.get("errors", {})))
@@ -542,7 +549,7 @@ def _aggregate(
         ir = _ir_per_question(dataset, recs, k)
         metric_names = ["ndcg@10", "mrr@10", f"recall@{k}", *(RETRIEVAL_METRICS if ragas_metrics else ())]
         if config.generates:
-            metric_names.append("ungrounded_answers")
+            metric_names.append("answers_without_evidence")
             if dataset.decisions:
                 metric_names.append("decision_accuracy")
             if judge is not None:
@@ -554,7 +561,8 @@ def _aggregate(
                 if name in ir:
                     values[i] = ir[name].get(q, np.nan)
                 else:
-                    value = recs[q].get("scores", {}).get(name)
+                    scores = recs[q].get("scores", {})
+                    value = scores.get(name, scores.get(_RENAMED_METRICS.get(name, "")))
                     values[i] = np.nan if value is None else value
             arrays[name] = values
         per_question[config.name] = arrays
@@ -578,7 +586,7 @@ def _aggregate(
     generating = [c for c in configurations if c.generates]
     if not generating:
         notes.append(
-            "No generator: ungrounded_answers and decision_accuracy need answers (--llm local or "
+            "No generator: answers_without_evidence and decision_accuracy need answers (--llm local or "
             "an endpoint URL)."
         )
     if not ragas_metrics:
