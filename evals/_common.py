@@ -110,7 +110,7 @@ def provenance(
     """The block every results file carries: command, configuration, seed, versions, machine, commit, date."""
     return {
         "command": " ".join(command if command is not None else ["python", *sys.argv]),
-        "config": config,
+        "config": {key: str(value) if isinstance(value, Path) else value for key, value in config.items()},
         "seed": seed,
         "git_commit": git_commit(),
         "versions": package_versions(),

@@ -197,7 +197,7 @@ def main() -> int:
         f"# ONNX Runtime vs torch encoding ({args.n_docs} SciFact abstracts at {args.max_length} tokens, "
         f"median of {args.repeats} interleaved rounds; nDCG@10 at the model's own token limit)\n\n{table}\n"
     )
-    payload = {"results": results, "provenance": provenance(vars(args) | {"heal_model": str(heal)}, seed=0)}
+    payload = {"results": results, "provenance": provenance(vars(args) | {"heal_model": heal}, seed=0)}
     json_path, _ = write_results(args.name, payload, markdown)
     print(markdown)
     print(f"wrote {json_path}")
