@@ -162,6 +162,8 @@ class HierarchicalRetriever(BaseRetriever):
         n_top_terms: top terms per topic written to ``heal_top_terms``.
         partitioned: in ``route`` over FAISS, search a topic-partitioned copy of the vectors (built on the
             first routed query; fast at scale). ``False`` uses the generic path (over-fetch and filter).
+        placement_cache_size: query placements (memberships) kept by query string, least recently used
+            first out; 0 keeps none. The hierarchy never changes, so a kept placement is always valid.
 
     Example:
         >>> embed = HEALEmbedding.from_pretrained("runs/heal-model")  # doctest: +SKIP
@@ -187,6 +189,7 @@ class HierarchicalRetriever(BaseRetriever):
         embed_model: BaseEmbedding | None = None,
         n_top_terms: int = 5,
         partitioned: bool = True,
+        placement_cache_size: int = 1024,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
     ) -> None:
@@ -211,6 +214,13 @@ class HierarchicalRetriever(BaseRetriever):
             raise InvalidValueError(f"alpha must be a finite number >= 0. Got {alpha!r} instead.")
         if candidate_multiplier < 1 or route_overfetch < 1:
             raise InvalidValueError("candidate_multiplier and route_overfetch must be integers >= 1.")
+        if isinstance(placement_cache_size, bool) or not isinstance(placement_cache_size, (int, np.integer)):
+            raise InvalidTypeError(
+                f"placement_cache_size must be an integer >= 0. Got {placement_cache_size!r}."
+            )
+        if placement_cache_size < 0:
+            raise InvalidValueError(f"placement_cache_size must be >= 0. Got {placement_cache_size}.")
+        self._placement_cache_size = int(placement_cache_size)
         self._index = index
         self._embed_model = embed_model or index_embed_model(index)
         self._mode = mode
@@ -259,6 +269,7 @@ class HierarchicalRetriever(BaseRetriever):
         self._position_paths_ntotal = -1
         # query string -> its memberships (None: no word of the vocabulary); the hierarchy never changes
         self._placements: OrderedDict[str, list[np.ndarray] | None] = OrderedDict()
+        self._local = threading.local()  # retrieve_many's placements, for this thread's retrieve() calls
         self._top_terms_cache: dict[tuple[int, ...], str] = {}
         self._lock = threading.Lock()
         self._filters_supported: bool | None = None
@@ -400,15 +411,15 @@ class HierarchicalRetriever(BaseRetriever):
         hits = self._route(embedding, k, query_str, memberships)
         return self._annotate(hits, memberships)
 
-    #: Placements kept by query string (:meth:`_query_memberships`).
-    PLACEMENT_CACHE_SIZE = 1024
-
     def _query_memberships(self, query_str: str) -> list[np.ndarray] | None:
         """Return the query's soft memberships per level, or None (with a warning) without a known word.
 
         The query is turned into TF-IDF once and placed in one call (:meth:`Hierarchy.route`); placements
-        are kept by query string (an LRU of :attr:`PLACEMENT_CACHE_SIZE`): the hierarchy never changes.
+        are kept by query string (an LRU of ``placement_cache_size``): the hierarchy never changes.
         """
+        primed = getattr(self._local, "placements", None)
+        if primed and query_str in primed:
+            return primed[query_str]
         with self._lock:
             if query_str in self._placements:
                 self._placements.move_to_end(query_str)
@@ -445,11 +456,13 @@ class HierarchicalRetriever(BaseRetriever):
         return out
 
     def _remember(self, placements: dict[str, list[np.ndarray] | None]) -> None:
+        if not self._placement_cache_size:
+            return
         with self._lock:
             for query_str, placed in placements.items():
                 self._placements[query_str] = placed
                 self._placements.move_to_end(query_str)
-            while len(self._placements) > self.PLACEMENT_CACHE_SIZE:
+            while len(self._placements) > self._placement_cache_size:
                 self._placements.popitem(last=False)
 
     def _warn_unknown_terms(self, query_str: str) -> None:
@@ -482,20 +495,19 @@ class HierarchicalRetriever(BaseRetriever):
 
         """
         bundles = [q if isinstance(q, QueryBundle) else QueryBundle(query_str=q) for q in queries]
-        results: list[list[NodeWithScore]] = []
-        size = self.PLACEMENT_CACHE_SIZE
-        for start in range(0, len(bundles), size):  # chunks the placement cache holds at once
-            chunk = bundles[start : start + size]
-            if self._mode != "flat" and self._hierarchy is not None:
-                texts = list(dict.fromkeys(b.query_str for b in chunk if (b.query_str or "").strip()))
-                with self._lock:
-                    texts = [t for t in texts if t not in self._placements]
-                if texts:
-                    # a query without a known word is left to retrieve(), which warns and goes flat
-                    placed = zip(texts, self._place(texts), strict=True)
-                    self._remember({t: p for t, p in placed if p is not None})
-            results.extend(self.retrieve(bundle) for bundle in chunk)
-        return results
+        primed: dict[str, list[np.ndarray]] = {}
+        if self._mode != "flat" and self._hierarchy is not None:
+            texts = list(dict.fromkeys(b.query_str for b in bundles if (b.query_str or "").strip()))
+            if texts:
+                # a query without a known word is left to retrieve(), which warns and goes flat
+                placed = zip(texts, self._place(texts), strict=True)
+                primed = {t: p for t, p in placed if p is not None}
+                self._remember(primed)
+        self._local.placements = primed
+        try:
+            return [self.retrieve(bundle) for bundle in bundles]
+        finally:
+            self._local.placements = None
 
     async def aretrieve_many(self, queries: Sequence[str | QueryBundle]) -> list[list[NodeWithScore]]:
         """Async :meth:`retrieve_many` (in a worker thread: the work is CPU-bound)."""
