@@ -295,3 +295,20 @@ def test_placements_are_cached_by_query_string(faiss_index, hierarchy, bundles, 
     assert summary(uncached.retrieve(q0)) == first and calls == [1, 1]
     with pytest.raises(ValueError, match="placement_cache_size"):
         HierarchicalRetriever(faiss_index, hierarchy=hierarchy, placement_cache_size=-1)
+
+
+def test_tfidf_of_a_few_rows_is_the_scipy_arithmetic_bit_for_bit(hierarchy, corpus):
+    from heal_rag.hierarchy.tree import _FAST_TFIDF_MAX_ROWS, counts_to_tfidf
+
+    texts = [t for _, t in corpus] + QUERIES + [NO_KNOWN_WORD, "", "bread bread bread yeast"]
+    assert len(texts) > _FAST_TFIDF_MAX_ROWS  # all at once: the scipy expressions
+    hierarchy.vectorize(["warm up"])
+    counts = hierarchy._vectorizer.transform(texts)
+    for sublinear in (False, True):
+        full = counts_to_tfidf(counts, hierarchy.idf, sublinear)
+        for start in range(0, len(texts), 5):  # a few rows at a time: the direct path
+            few = counts_to_tfidf(counts[start : start + 5], hierarchy.idf, sublinear)
+            expected = full[start : start + 5]
+            np.testing.assert_array_equal(few.indptr, expected.indptr)
+            np.testing.assert_array_equal(few.indices, expected.indices)
+            np.testing.assert_array_equal(few.data, expected.data)
