@@ -150,7 +150,8 @@ def main() -> int:
                 qid: {h.node.node_id: float(h.score or 0.0) - r * 1e-9 for r, h in enumerate(hits)}
                 for qid, hits in zip(queries, (retriever.retrieve(b) for b in bundles), strict=True)
             }
-            quality[mode] = round(ir_metrics(dataset.qrels, run, metrics=["ndcg@10"])["ndcg@10"], 4)
+            qrels = {q: dataset.qrels[q] for q in queries}  # only the queries timed (--max-queries)
+            quality[mode] = round(ir_metrics(qrels, run, metrics=["ndcg@10"])["ndcg@10"], 4)
         row = {
             "dataset": dataset_name,
             "n_documents": len(nodes),
