@@ -106,6 +106,8 @@ def count_vectorizer(tfidf: dict[str, Any], vocabulary: Sequence[str] | None = N
 
 def counts_to_tfidf(counts: sp.spmatrix, idf: np.ndarray, sublinear_tf: bool) -> sp.csr_matrix:
     """TF-IDF with L2-normalised rows from a count matrix (the same arithmetic for fitting and predicting)."""
+    if counts.shape[0] <= _FAST_TFIDF_MAX_ROWS:
+        return _counts_to_tfidf_few_rows(counts, idf, sublinear_tf)
     X = sp.csr_matrix(counts, dtype=np.float32, copy=True)
     if sublinear_tf:
         np.log(X.data, out=X.data)
@@ -116,6 +118,35 @@ def counts_to_tfidf(counts: sp.spmatrix, idf: np.ndarray, sublinear_tf: bool) ->
     X = sp.csr_matrix(sp.diags(1.0 / norms).astype(np.float32) @ X, dtype=np.float32)
     X.sort_indices()
     return X
+
+
+#: Up to this many rows (a query, a few queries), :func:`counts_to_tfidf` works on the CSR arrays directly:
+#: the same float32 operations in the same order as the scipy expressions, without their per-call overhead.
+_FAST_TFIDF_MAX_ROWS = 32
+
+
+def _counts_to_tfidf_few_rows(counts: sp.spmatrix, idf: np.ndarray, sublinear_tf: bool) -> sp.csr_matrix:
+    X = sp.csr_matrix(counts, dtype=np.float32, copy=True)
+    X.sum_duplicates()  # canonical: sorted indices, as the scipy expressions leave them
+    data = X.data
+    if sublinear_tf:
+        np.log(data, out=data)
+        data += 1.0
+    data = data * idf.astype(np.float32)[X.indices]
+    squares = data * data
+    # each row's sum of squares, reduced as scipy's CSR row sum reduces it (np.add.reduceat), in float32
+    sums = np.zeros(X.shape[0], dtype=np.float32)
+    filled = np.flatnonzero(np.diff(X.indptr))
+    if filled.size:
+        sums[filled] = np.add.reduceat(squares, X.indptr[filled])
+    norms = np.sqrt(sums)
+    norms[norms == 0] = 1.0
+    scale = (1.0 / norms).astype(np.float32)
+    data = scale[np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))] * data
+    out = sp.csr_matrix((data, X.indices.copy(), X.indptr.copy()), shape=X.shape, dtype=np.float32)
+    out.eliminate_zeros()
+    out.sort_indices()
+    return out
 
 
 def check_texts(texts: Any, owner: str) -> list[str]:
@@ -165,7 +196,13 @@ def conditional_memberships(
         Array of shape (n_documents, k).
 
     """
-    weights = _nmf.project_weights(X, vectors, beta_loss, n_iter=n_iter).astype(np.float64)
+    weights = _nmf.project_weights(X, vectors, beta_loss, n_iter=n_iter)
+    return _normalise_weights(weights, prior)
+
+
+def _normalise_weights(weights: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Rows of projection weights scaled to sum to 1; all-zero rows get the normalised prior."""
+    weights = weights.astype(np.float64)
     total = weights.sum(axis=1, keepdims=True)
     prior = np.asarray(prior, dtype=np.float64)
     prior = prior / prior.sum() if prior.sum() > 0 else np.full(len(prior), 1.0 / len(prior))
@@ -175,6 +212,26 @@ def conditional_memberships(
         # argmax of the prior is the most populous child, the fallback branch of an all-zero row
         out[empty] = prior
     return out
+
+
+#: Up to this many rows, :meth:`Hierarchy.route` projects on every split in one grouped KL pass
+#: (:func:`heal_rag.hierarchy._nmf.project_kl_groups`, bit-identical); larger batches amortise the per-call
+#: overhead anyway and go split by split, which is faster for them.
+_GROUPED_MAX_ROWS = 32
+
+
+@dataclass(frozen=True)
+class _PlacementPlan:
+    """What :meth:`Hierarchy.route` needs on every call, computed once (a hierarchy never changes)."""
+
+    columns: list[dict[int, int]]  # per level: topic id -> column of memberships(level)
+    parents: list[int | None]  # one per split: the parent topic (None = the root)
+    vectors: list[np.ndarray]  # per split: the stacked sibling topic vectors
+    priors: list[np.ndarray]  # per split: the siblings' sizes
+    kl_topics: np.ndarray  # every split's L1-normalised topics, stacked (KL placement)
+    sizes: list[int]  # siblings per split
+    root_ids: np.ndarray
+    children_ids: dict[int, np.ndarray]
 
 
 def top_terms(vector: np.ndarray, vocabulary: Sequence[str] | None, n: int) -> list[str]:
@@ -239,6 +296,7 @@ class Hierarchy:
             )
         self._fingerprint: str | None = None
         self._vectorizer: Any = None
+        self._plan: _PlacementPlan | None = None  # route()'s constants, built on first use
 
     # ------------------------------------------------------------------------------------------- structure
     @property
@@ -312,20 +370,49 @@ class Hierarchy:
             raise InvalidValueError(f"X has {X.shape[1]} features, but this hierarchy has {self.n_features}.")
         return X
 
+    def _placement_plan(self) -> _PlacementPlan:
+        """Return the per-hierarchy constants of :meth:`route`, built on first use and kept (not saved)."""
+        plan = getattr(self, "_plan", None)  # getattr: a Hierarchy unpickled from before the cache existed
+        if plan is None:
+            levels = range(self.n_levels)
+            columns = [{t.id: j for j, t in enumerate(self.topics_at(level))} for level in levels]
+            siblings = [self.root_topics] + [t.children for t in self.topics.values() if t.children]
+            parents = [None] + [t.id for t in self.topics.values() if t.children]
+            vectors = [np.stack([self.topics[i].vector for i in ids]) for ids in siblings]
+            plan = _PlacementPlan(
+                columns=columns,
+                parents=parents,
+                vectors=vectors,
+                priors=[np.array([self.topics[i].size for i in ids], dtype=np.float64) for ids in siblings],
+                kl_topics=np.concatenate([_nmf.kl_topics(v) for v in vectors]),
+                sizes=[len(ids) for ids in siblings],
+                root_ids=np.asarray(self.root_topics, dtype=np.int64),
+                children_ids={
+                    t.id: np.asarray(t.children, dtype=np.int64) for t in self.topics.values() if t.children
+                },
+            )
+            self._plan = plan
+        return plan
+
     def route(self, X: sp.csr_matrix) -> tuple[np.ndarray, list[np.ndarray]]:
         """Paths and per-level soft memberships of the rows of a feature matrix (see the module docstring)."""
+        plan = self._placement_plan()
         n = X.shape[0]
         paths = np.zeros((n, self.n_levels), dtype=np.int64)
-        columns = [{t.id: j for j, t in enumerate(self.topics_at(level))} for level in range(self.n_levels)]
+        columns = plan.columns
         out = [np.zeros((n, len(c))) for c in columns]
         mass: dict[int, np.ndarray] = {}
-        siblings = [self.root_topics] + [t.children for t in self.topics.values() if t.children]
-        parents = [None] + [t.id for t in self.topics.values() if t.children]
         conditional = {}
-        for parent, ids in zip(parents, siblings, strict=True):
-            vectors = np.stack([self.topics[i].vector for i in ids])
-            prior = np.array([self.topics[i].size for i in ids], dtype=np.float64)
-            conditional[parent] = conditional_memberships(X, vectors, prior, beta_loss=self.beta_loss)
+        if self.beta_loss == "kullback-leibler" and n <= _GROUPED_MAX_ROWS:
+            # one pass over every split: the same numbers as split by split, without its per-call overhead
+            weights = _nmf.project_kl_groups(X, plan.kl_topics, plan.sizes)
+            start = 0
+            for parent, k, prior in zip(plan.parents, plan.sizes, plan.priors, strict=True):
+                conditional[parent] = _normalise_weights(weights[:, start : start + k], prior)
+                start += k
+        else:
+            for parent, vectors, prior in zip(plan.parents, plan.vectors, plan.priors, strict=True):
+                conditional[parent] = conditional_memberships(X, vectors, prior, beta_loss=self.beta_loss)
         # soft: products along the branches, level by level
         for j, tid in enumerate(self.root_topics):
             mass[tid] = conditional[None][:, j]
@@ -343,7 +430,7 @@ class Hierarchy:
                         nxt[tid] = mass[tid]
                 mass = nxt
         # hard: greedy argmax of the conditional memberships at every split
-        current = np.asarray(self.root_topics, dtype=np.int64)[np.argmax(conditional[None], axis=1)]
+        current = plan.root_ids[np.argmax(conditional[None], axis=1)]
         paths[:, 0] = current
         for level in range(1, self.n_levels):
             nxt_ids = current.copy()
@@ -353,7 +440,7 @@ class Hierarchy:
                     continue
                 rows = current == tid
                 choice = np.argmax(conditional[int(tid)][rows], axis=1)
-                nxt_ids[rows] = np.asarray(topic.children, dtype=np.int64)[choice]
+                nxt_ids[rows] = plan.children_ids[int(tid)][choice]
             paths[:, level] = nxt_ids
             current = nxt_ids
         return paths, out

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -161,6 +162,8 @@ class HierarchicalRetriever(BaseRetriever):
         n_top_terms: top terms per topic written to ``heal_top_terms``.
         partitioned: in ``route`` over FAISS, search a topic-partitioned copy of the vectors (built on the
             first routed query; fast at scale). ``False`` uses the generic path (over-fetch and filter).
+        placement_cache_size: query placements (memberships) kept by query string, least recently used
+            first out; 0 keeps none. The hierarchy never changes, so a kept placement is always valid.
 
     Example:
         >>> embed = HEALEmbedding.from_pretrained("runs/heal-model")  # doctest: +SKIP
@@ -186,6 +189,7 @@ class HierarchicalRetriever(BaseRetriever):
         embed_model: BaseEmbedding | None = None,
         n_top_terms: int = 5,
         partitioned: bool = True,
+        placement_cache_size: int = 1024,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
     ) -> None:
@@ -210,6 +214,13 @@ class HierarchicalRetriever(BaseRetriever):
             raise InvalidValueError(f"alpha must be a finite number >= 0. Got {alpha!r} instead.")
         if candidate_multiplier < 1 or route_overfetch < 1:
             raise InvalidValueError("candidate_multiplier and route_overfetch must be integers >= 1.")
+        if isinstance(placement_cache_size, bool) or not isinstance(placement_cache_size, (int, np.integer)):
+            raise InvalidTypeError(
+                f"placement_cache_size must be an integer >= 0. Got {placement_cache_size!r}."
+            )
+        if placement_cache_size < 0:
+            raise InvalidValueError(f"placement_cache_size must be >= 0. Got {placement_cache_size}.")
+        self._placement_cache_size = int(placement_cache_size)
         self._index = index
         self._embed_model = embed_model or index_embed_model(index)
         self._mode = mode
@@ -253,6 +264,13 @@ class HierarchicalRetriever(BaseRetriever):
             self._route_breadth = breadth
         self._partitioned: TopicPartitionedIndex | None = None
         self._partitioned_ntotal = -1
+        # rescore over FAISS: the topic path of every stored vector, by position (built on first use)
+        self._position_paths: np.ndarray | None = None
+        self._position_paths_ntotal = -1
+        # query string -> its memberships (None: no word of the vocabulary); the hierarchy never changes
+        self._placements: OrderedDict[str, list[np.ndarray] | None] = OrderedDict()
+        self._local = threading.local()  # retrieve_many's placements, for this thread's retrieve() calls
+        self._top_terms_cache: dict[tuple[int, ...], str] = {}
         self._lock = threading.Lock()
         self._filters_supported: bool | None = None
         self._warned_clamp = False
@@ -384,33 +402,116 @@ class HierarchicalRetriever(BaseRetriever):
         if k == 0:
             return []
         query_str = query_bundle.query_str
-        if self._mode == "flat" or not self._has_known_terms(query_str):
+        memberships = None if self._mode == "flat" else self._query_memberships(query_str)
+        if memberships is None:
             hits = self._store_search(embedding, k, query_str)
             return self._annotate(hits, None)
-        memberships = self._hierarchy.predict_memberships([query_str])
         if self._mode == "rescore":
-            hits = self._rescore(embedding, k, query_str, memberships)
-        else:
-            hits = self._route(embedding, k, query_str, memberships)
+            return self._rescore(embedding, k, query_str, memberships)
+        hits = self._route(embedding, k, query_str, memberships)
         return self._annotate(hits, memberships)
 
-    def _has_known_terms(self, query_str: str) -> bool:
-        """Whether the query has a term of the hierarchy's vocabulary; warn (and go flat) when it has none.
+    def _query_memberships(self, query_str: str) -> list[np.ndarray] | None:
+        """Return the query's soft memberships per level, or None (with a warning) without a known word.
+
+        The query is turned into TF-IDF once and placed in one call (:meth:`Hierarchy.route`); placements
+        are kept by query string (an LRU of ``placement_cache_size``): the hierarchy never changes.
+        """
+        primed = getattr(self._local, "placements", None)
+        if primed and query_str in primed:
+            return primed[query_str]
+        with self._lock:
+            if query_str in self._placements:
+                self._placements.move_to_end(query_str)
+                placed = self._placements[query_str]
+                if placed is None:
+                    self._warn_unknown_terms(query_str)
+                return placed
+        placed = self._place([query_str])[0]
+        if placed is None:
+            self._warn_unknown_terms(query_str)
+        self._remember({query_str: placed})
+        return placed
+
+    def _place(self, query_strs: Sequence[str]) -> list[list[np.ndarray] | None]:
+        """Memberships of each query (None for a query without a word of the vocabulary), in one call."""
+        hierarchy = self._hierarchy
+        if getattr(hierarchy, "vocabulary", None) is None:
+            # a matrix-built hierarchy: predict_memberships gives the clear error
+            memberships = hierarchy.predict_memberships(list(query_strs))
+            return [[m[i : i + 1] for m in memberships] for i in range(len(query_strs))]
+        X = hierarchy.vectorize(list(query_strs))
+        known = np.flatnonzero(np.diff(X.indptr) > 0)
+        out: list[list[np.ndarray] | None] = [None] * len(query_strs)
+        if known.size:
+            if hasattr(hierarchy, "route"):  # place the TF-IDF rows just computed, not the texts again
+                memberships = hierarchy.route(X[known] if known.size < X.shape[0] else X)[1]
+            else:
+                memberships = hierarchy.predict_memberships([query_strs[i] for i in known.tolist()])
+            for row, i in enumerate(known.tolist()):
+                placed = [np.asarray(m[row : row + 1]).copy() for m in memberships]
+                for m in placed:
+                    m.flags.writeable = False  # shared through the cache
+                out[i] = placed
+        return out
+
+    def _remember(self, placements: dict[str, list[np.ndarray] | None]) -> None:
+        if not self._placement_cache_size:
+            return
+        with self._lock:
+            for query_str, placed in placements.items():
+                self._placements[query_str] = placed
+                self._placements.move_to_end(query_str)
+            while len(self._placements) > self._placement_cache_size:
+                self._placements.popitem(last=False)
+
+    def _warn_unknown_terms(self, query_str: str) -> None:
+        """Warn that a query without a word of the vocabulary goes flat.
 
         Without one the query cannot be placed by content (emoji, another script, only stop words): the
         hierarchy would put it in the most populous topic, so rescore/route would favour an arbitrary topic.
         """
-        if self._hierarchy.vocabulary is None:
-            return True  # a matrix-built hierarchy: predict_memberships gives the clear error
-        if self._hierarchy.vectorize([query_str]).nnz:
-            return True
         logger.warning(
             "The query %r has no word of the topic hierarchy's vocabulary, so it cannot be placed in a "
             "topic; %s retrieval falls back to flat for it.",
             query_str[:60] + ("..." if len(query_str) > 60 else ""),
             self._mode,
         )
-        return False
+
+    def retrieve_many(self, queries: Sequence[str | QueryBundle]) -> list[list[NodeWithScore]]:
+        """Retrieve for many queries: the same results as ``[retrieve(q) for q in queries]``, placed at once.
+
+        The queries are placed in the hierarchy in one matrix call (one TF-IDF matrix, one projection for
+        all of them) instead of one call each; then each query goes through :meth:`retrieve` (callbacks,
+        instrumentation and recursive retrieval as usual), which finds its placement ready. Queries given as
+        ``QueryBundle`` with an ``embedding`` are not embedded again, so a caller that embeds its queries in
+        one batch saves that too.
+
+        Args:
+            queries: query strings or ``QueryBundle`` objects.
+
+        Returns:
+            One list of results per query, in order.
+
+        """
+        bundles = [q if isinstance(q, QueryBundle) else QueryBundle(query_str=q) for q in queries]
+        primed: dict[str, list[np.ndarray]] = {}
+        if self._mode != "flat" and self._hierarchy is not None:
+            texts = list(dict.fromkeys(b.query_str for b in bundles if (b.query_str or "").strip()))
+            if texts:
+                # a query without a known word is left to retrieve(), which warns and goes flat
+                placed = zip(texts, self._place(texts), strict=True)
+                primed = {t: p for t, p in placed if p is not None}
+                self._remember(primed)
+        self._local.placements = primed
+        try:
+            return [self.retrieve(bundle) for bundle in bundles]
+        finally:
+            self._local.placements = None
+
+    async def aretrieve_many(self, queries: Sequence[str | QueryBundle]) -> list[list[NodeWithScore]]:
+        """Async :meth:`retrieve_many` (in a worker thread: the work is CPU-bound)."""
+        return await asyncio.to_thread(self.retrieve_many, queries)
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         # The work is CPU-bound (embedding, search); a worker thread keeps the event loop responsive.
@@ -420,25 +521,79 @@ class HierarchicalRetriever(BaseRetriever):
         size = corpus_size(self._index)
         fetch = k * self._candidate_multiplier
         fetch = min(fetch, size) if size is not None else fetch
-        hits = self._store_search(embedding, fetch, query_str)
-        if not hits:
-            return []
-        lookup = _routing.membership_lookup(memberships, self._layout[0])
-        paths = self._placer.paths([h.node for h in hits])
-        agreement = _routing.path_agreement(lookup, paths, self._level_weights)
-        similarity = np.asarray([float(h.score or 0.0) for h in hits])
-        combined = similarity + self._alpha * agreement
-        order = np.argsort(-combined, kind="stable")[:k]
+        table = self._agreement_table(memberships)
+        store = self._index.vector_store
+        if is_faiss_store(store) and self._index.index_struct.nodes_dict:
+            # Score the candidates from FAISS positions and their cached paths; only the k kept are read
+            # from the docstore (the same numbers as going through VectorIndexRetriever for all of them).
+            position_paths = self._candidate_paths()
+            query = np.asarray(embedding, dtype=np.float32)[np.newaxis, :]
+            scores, positions = store.client.search(query, fetch)
+            keep = positions[0] >= 0
+            positions, scores = positions[0][keep], scores[0][keep]
+            if not len(positions):
+                return []
+            similarity = scores.astype(np.float64)
+            if is_l2_index(store.client):  # squared distances of unit vectors: cosine = 1 - d / 2
+                similarity = 1.0 - similarity / 2.0
+            paths = position_paths[positions]
+            agreement = self._agreement(table, paths)
+            combined = similarity + self._alpha * agreement
+            order = np.argsort(-combined, kind="stable")[:k]
+            nodes = self._nodes_from_positions(positions[order], combined[order])
+            kept = [(hit.node, paths[i]) for hit, i in zip(nodes, order, strict=True)]
+        else:
+            hits = self._store_search(embedding, fetch, query_str)
+            if not hits:
+                return []
+            paths = self._placer.paths([h.node for h in hits])
+            agreement = self._agreement(table, paths)
+            similarity = np.asarray([float(h.score or 0.0) for h in hits])
+            combined = similarity + self._alpha * agreement
+            order = np.argsort(-combined, kind="stable")[:k]
+            kept = [(hits[int(i)].node, paths[int(i)]) for i in order]
         out = []
-        for i in order:
-            node = hits[int(i)].node.model_copy(deep=False)  # never mutate nodes owned by a docstore
-            node.metadata = {
-                **node.metadata,
+        for (node, path), i in zip(kept, order, strict=True):
+            extra = {
                 SIMILARITY_KEY: round(float(similarity[i]), 6),
                 AGREEMENT_KEY: round(float(agreement[i]), 6),
             }
-            out.append(NodeWithScore(node=node, score=float(combined[i])))
+            out.append(NodeWithScore(node=self._annotated(node, path, extra), score=float(combined[i])))
         return out
+
+    def _agreement_table(self, memberships) -> np.ndarray:
+        """Topic id -> the query's scaled membership (:func:`membership_lookup` as an array)."""
+        lookup = _routing.membership_lookup(memberships, self._layout[0])
+        table = np.zeros(max(lookup, default=-1) + 1)
+        for tid, value in lookup.items():  # in lookup order, as path_agreement reads it
+            table[tid] = value
+        return table
+
+    def _agreement(self, table: np.ndarray, paths: np.ndarray) -> np.ndarray:
+        """:func:`path_agreement` of candidate paths read from the table (ids it lacks count 0)."""
+        paths = np.asarray(paths, dtype=np.int64)
+        if paths.size == 0:
+            return np.zeros(len(paths))
+        inside = (paths >= 0) & (paths < len(table))
+        values = np.where(inside, table[np.where(inside, paths, 0)], 0.0)
+        return values @ self._level_weights
+
+    def _candidate_paths(self) -> np.ndarray:
+        """Topic path of every vector of the FAISS store, by position (built on first use, kept).
+
+        The paths are those :class:`NodePlacer` gives the stored nodes (metadata, hierarchy documents,
+        prediction); they are rebuilt when the number of stored vectors changes.
+        """
+        ntotal = int(self._index.vector_store.client.ntotal)
+        with self._lock:
+            if self._position_paths is not None and self._position_paths_ntotal == ntotal:
+                return self._position_paths
+        nodes_dict = self._index.index_struct.nodes_dict
+        nodes = self._index.docstore.get_nodes([nodes_dict[str(i)] for i in range(ntotal)])
+        paths = self._placer.paths(nodes)
+        with self._lock:
+            self._position_paths, self._position_paths_ntotal = paths, ntotal
+        return paths
 
     def _route(self, embedding, k, query_str, memberships) -> list[NodeWithScore]:
         allowed = _routing.route_topics(memberships, self._layout[0], self._layout[1], self._route_breadth)
@@ -505,20 +660,31 @@ class HierarchicalRetriever(BaseRetriever):
         if self._hierarchy is None:
             return hits
         paths = self._placer.paths([h.node for h in hits])
-        out = []
-        for hit, path in zip(hits, paths, strict=False):
-            node = hit.node.model_copy(deep=False)  # never mutate nodes owned by a docstore
-            node.metadata = dict(hit.node.metadata)
-            node.excluded_embed_metadata_keys = list(hit.node.excluded_embed_metadata_keys)
-            node.excluded_llm_metadata_keys = list(hit.node.excluded_llm_metadata_keys)
-            write_topic_path(node, path, fingerprint=self._placer.fingerprint)
-            node.metadata[TOP_TERMS_KEY] = self._top_terms(path)
-            node.metadata[MODE_KEY] = self._mode
-            exclude_keys(node, [TOP_TERMS_KEY, MODE_KEY, SIMILARITY_KEY, AGREEMENT_KEY])
-            out.append(NodeWithScore(node=node, score=hit.score))
-        return out
+        return [
+            NodeWithScore(node=self._annotated(hit.node, path), score=hit.score)
+            for hit, path in zip(hits, paths, strict=False)
+        ]
+
+    def _annotated(self, node: Any, path: Sequence[int], extra: dict[str, Any] | None = None) -> Any:
+        """Return a shallow copy of ``node`` (never mutate a docstore's nodes) with its topic metadata."""
+        copy = node.model_copy(deep=False)
+        copy.metadata = {**node.metadata, **extra} if extra else dict(node.metadata)
+        copy.excluded_embed_metadata_keys = list(node.excluded_embed_metadata_keys)
+        copy.excluded_llm_metadata_keys = list(node.excluded_llm_metadata_keys)
+        write_topic_path(copy, path, fingerprint=self._placer.fingerprint)
+        copy.metadata[TOP_TERMS_KEY] = self._top_terms(path)
+        copy.metadata[MODE_KEY] = self._mode
+        exclude_keys(copy, [TOP_TERMS_KEY, MODE_KEY, SIMILARITY_KEY, AGREEMENT_KEY])
+        return copy
 
     def _top_terms(self, path: Sequence[int]) -> str:
+        key = tuple(int(t) for t in path)
+        text = self._top_terms_cache.get(key)
+        if text is None:
+            text = self._top_terms_cache[key] = self._format_top_terms(key)
+        return text
+
+    def _format_top_terms(self, path: Sequence[int]) -> str:
         parts, seen = [], set()
         for level, tid in enumerate(path):
             if int(tid) in seen:  # ragged tree: a leaf repeated at deeper levels
