@@ -15,6 +15,15 @@ Modes (``mode=``):
   filled from plain similarity search, so a query always gets ``similarity_top_k`` results (when the corpus
   has that many).
 
+  What route is for: searching *inside* chosen topics (the query's most likely ones, ``route_breadth`` per
+  level) and explaining why a hit was returned (its topic path and top terms). It is not a faster
+  approximate index for a large corpus: on 110k real passages (``evals/bench_route_peers.py``) route misses
+  exact neighbours that sit outside the routed topics and pays for placing every query in the tree, so
+  FAISS HNSW (``build_faiss_index``'s default from 100,000 nodes) or IVF is faster at every matched recall.
+  Route works on top of those stores: over any FAISS index (flat, IVF, HNSW) it searches a topic-partitioned
+  float32 copy of the vectors, exact within the routed topics; over Qdrant (and other stores with metadata
+  filters) the store applies the ``heal_topic_l{i}`` filter itself, with its own index.
+
 Every returned node carries ``heal_path``, ``heal_topic_l{i}``, ``heal_top_terms`` (and in rescore mode
 ``heal_similarity`` / ``heal_agreement``) in its metadata, all excluded from the LLM and embedding text.
 """
@@ -155,12 +164,16 @@ class HierarchicalRetriever(BaseRetriever):
         alpha: weight of the hierarchy agreement in ``rescore`` (>= 0).
         candidate_multiplier: ``rescore`` ranks ``similarity_top_k * candidate_multiplier`` candidates.
         route_breadth: topics kept per level in ``route`` (an int for every level, or one per level).
+            Route searches inside the chosen topics and says why a hit was returned; for plain speed on a
+            large corpus use an HNSW/IVF index with ``mode="flat"`` or ``"rescore"`` instead (see the
+            module docstring).
         route_overfetch: in ``route`` over stores without metadata filters, candidates fetched per result.
         level_weights: weights of the levels in the agreement (default uniform).
         embed_model: the query embedding (default: the index's).
         n_top_terms: top terms per topic written to ``heal_top_terms``.
-        partitioned: in ``route`` over FAISS, search a topic-partitioned copy of the vectors (built on the
-            first routed query; fast at scale). ``False`` uses the generic path (over-fetch and filter).
+        partitioned: in ``route`` over FAISS (any index type: flat, IVF, HNSW), search a topic-partitioned
+            copy of the vectors (built on the first routed query, exact within the routed topics; it holds
+            a float32 copy of every vector). ``False`` uses the generic path (over-fetch and filter).
 
     Example:
         >>> embed = HEALEmbedding.from_pretrained("runs/heal-model")  # doctest: +SKIP
