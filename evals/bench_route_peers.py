@@ -125,7 +125,7 @@ def load_embeddings(threads: int | None = None, partial: bool = False) -> tuple[
         os.replace(tmp, path)
         bar.update(len(chunk))
     bar.close()
-    matrix = np.empty((len(passages), model.get_sentence_embedding_dimension()), dtype=np.float32)
+    matrix = np.empty((len(passages), model[0].get_word_embedding_dimension()), dtype=np.float32)
     matrix[order] = np.concatenate([np.load(parts / f"{i:05d}.npy") for i in range(n_chunks)])
     tmp = CACHE / f"{name}.tmp.npy"
     np.save(tmp, matrix)
@@ -152,16 +152,19 @@ def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def single_queries(search, queries: np.ndarray, k: int, extra_s: np.ndarray | None = None):
-    """Answer the queries one at a time: (ids (n, k), per-query seconds)."""
+    """Answer the queries one at a time, REPEATS passes: (ids (n, k), per pass the per-query seconds)."""
     ids = np.full((len(queries), k), -1, dtype=np.int64)
-    seconds = []
-    for i in range(len(queries)):
-        q = queries[i : i + 1]
-        start = time.perf_counter()
-        found = search(i, q)
-        seconds.append(time.perf_counter() - start + (0.0 if extra_s is None else float(extra_s[i])))
-        ids[i, : min(k, found.shape[1])] = found[0, :k]
-    return ids, seconds
+    passes = []
+    for _ in range(REPEATS):
+        seconds = []
+        for i in range(len(queries)):
+            q = queries[i : i + 1]
+            start = time.perf_counter()
+            found = search(i, q)
+            seconds.append(time.perf_counter() - start + (0.0 if extra_s is None else float(extra_s[i])))
+            ids[i, : min(k, found.shape[1])] = found[0, :k]
+        passes.append(seconds)
+    return ids, passes
 
 
 def build_then_search() -> None:
@@ -181,8 +184,10 @@ def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def row(system: str, setting: str, value, ids, truth, seconds, **more) -> dict:
-    p50, p95 = percentiles_ms(seconds)
+def row(system: str, setting: str, value, ids, truth, passes, **more) -> dict:
+    """One setting's figures: p50/p95 are the medians over the passes of each pass's percentiles."""
+    per_pass = [percentiles_ms(seconds) for seconds in passes]
+    p50, p95 = (float(np.median([p[j] for p in per_pass])) for j in (0, 1))
     out = {
         "system": system,
         "setting": setting,
@@ -190,7 +195,9 @@ def row(system: str, setting: str, value, ids, truth, seconds, **more) -> dict:
         "recall_at_10": recall_at(ids, truth),
         "p50_ms": p50,
         "p95_ms": p95,
-        "mean_ms": float(np.mean(seconds) * 1000),
+        "mean_ms": float(np.median([np.mean(seconds) for seconds in passes]) * 1000),
+        "p50_ms_per_pass": [p[0] for p in per_pass],
+        "p95_ms_per_pass": [p[1] for p in per_pass],
         **more,
     }
     print(
@@ -290,9 +297,13 @@ def run_route(base, base_texts, base_ids, queries, query_texts, k, truth, breadt
     # placing each query in the tree (TF-IDF + NMF projection of its text) is part of route's cost
     memberships, place_s = [], []
     for text in query_texts:
-        start = time.perf_counter()
-        memberships.append(hierarchy.predict_memberships([text]))
-        place_s.append(time.perf_counter() - start)
+        times = []
+        for _ in range(REPEATS):  # the per-query median over REPEATS placements
+            start = time.perf_counter()
+            placed = hierarchy.predict_memberships([text])
+            times.append(time.perf_counter() - start)
+        memberships.append(placed)
+        place_s.append(float(np.median(times)))
     place_s = np.asarray(place_s)
     sizes = dict(zip(index.topics.tolist(), index.sizes.tolist(), strict=True))
     rows = []
@@ -305,11 +316,11 @@ def run_route(base, base_texts, base_ids, queries, query_texts, k, truth, breadt
             scanned.append(sum(sizes.get(t, 0) for t in leaves))
             return index.search(q, k, [sorted(leaves)])[1]
 
-        ids, seconds = single_queries(search, queries, k, extra_s=place_s)
+        ids, passes = single_queries(search, queries, k, extra_s=place_s)
         share = float(np.mean(scanned)) / len(base)
-        rows.append(row("route", f"breadth={breadth}", breadth, ids, truth, seconds, scanned_share=share))
+        rows.append(row("route", f"breadth={breadth}", breadth, ids, truth, passes, scanned_share=share))
         # the same answers without the placement: a lower bound, for a caller who already has memberships
-        search_only = list(np.asarray(seconds) - place_s)
+        search_only = [list(np.asarray(seconds) - place_s) for seconds in passes]
         rows.append(
             row("route-search", f"breadth={breadth}", breadth, ids, truth, search_only, scanned_share=share)
         )
@@ -361,6 +372,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads for the embedding")
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3, help="passes over the queries per setting")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--omp-threads", type=int, default=1, help="faiss OpenMP threads while searching")
     parser.add_argument(
@@ -378,6 +390,7 @@ def main() -> None:
     parser.add_argument("--systems", nargs="+", default=["exact", "ivf", "hnsw", "route"])
     parser.add_argument("--out", default="bench_route_peers")
     args = parser.parse_args()
+    load_at_start = load()
     matrix, passages, key = load_embeddings(args.threads, partial=args.partial)
     print(f"[embed] {matrix.shape} {key}", flush=True)
     if args.part == "embed":
@@ -401,8 +414,8 @@ def main() -> None:
     truth_index.add(base)
     truth = truth_index.search(queries, args.k)[1]
     del truth_index
-    global SEARCH_THREADS
-    SEARCH_THREADS = args.omp_threads
+    global SEARCH_THREADS, REPEATS
+    SEARCH_THREADS, REPEATS = args.omp_threads, args.repeats
     systems, rows = {}, []
     print(f"[bench] {len(base)} indexed, {len(queries)} queries; load {load()}", flush=True)
     runs = {
@@ -439,6 +452,7 @@ def main() -> None:
         "k": args.k,
         "embeddings": key,
         "omp_threads_search": args.omp_threads,
+        "repeats": args.repeats,
         "omp_threads_build": build_threads,
         "nprobe": args.nprobe,
         "ef_search": args.ef_search,
@@ -459,6 +473,7 @@ def main() -> None:
         "systems": systems,
         "sweep": rows,
         "pareto": table,
+        "load_average_at_start": load_at_start,
         "load_average_at_end": load(),
     }
     columns = [
@@ -476,7 +491,8 @@ def main() -> None:
         f"one query per call, faiss {faiss.__version__} with {args.omp_threads} OpenMP thread(s) while "
         "searching. Route latency includes placing the query in the tree (TF-IDF + NMF projection"
         + (f", p50 {placement:.2f} ms" if placement is not None else "")
-        + f"). Load average at start {prov['machine']['load_average_at_start']}, at end "
+        + f"). p50/p95: medians over {args.repeats} passes. Load average at start "
+        f"{payload['load_average_at_start']}, at end "
         f"{payload['load_average_at_end']} (shared machine).\n",
         "## Pareto: the cheapest setting per system reaching each recall@10\n",
     ]
@@ -496,6 +512,7 @@ def main() -> None:
 
 
 SEARCH_THREADS = 1
+REPEATS = 3
 
 
 if __name__ == "__main__":
