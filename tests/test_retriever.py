@@ -264,6 +264,18 @@ def test_build_faiss_index_uses_hnsw_for_large_corpora_only(corpus, embed, hiera
     assert [h.node.node_id for h in routed] == expected
 
 
+def test_evaluated_dense_systems_stay_exact_on_large_corpora(corpus, embed, monkeypatch):
+    from heal_rag.integrations import _faiss
+    from heal_rag.systems import dense_system
+
+    monkeypatch.setattr(_faiss, "LARGE_CORPUS_NODES", 1)  # every corpus counts as large
+    built = []
+    monkeypatch.setattr(_faiss, "new_hnsw_index", lambda *a, **k: built.append("hnsw"))
+    system = dense_system("base", embed, nodes_of(corpus), top_k=3)
+    assert built == []  # an evaluation measures the model, not an ANN index's misses
+    assert system is not None
+
+
 def test_choose_index_type():
     from heal_rag.integrations._faiss import LARGE_CORPUS_NODES, choose_index_type
 
