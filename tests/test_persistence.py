@@ -61,10 +61,12 @@ def ids(hits):
     return [h.node.node_id for h in hits]
 
 
-@pytest.mark.parametrize("store", ["faiss", "simple"])
+@pytest.mark.parametrize("store", ["faiss", "faiss_hnsw", "simple"])
 def test_round_trip_gives_identical_retrieval(tmp_path, embed, hierarchy, store):
     if store == "faiss":
         index = build_faiss_index(nodes(), embed, hierarchy=hierarchy)
+    elif store == "faiss_hnsw":  # the large-corpus default, forced on a small corpus
+        index = build_faiss_index(nodes(), embed, hierarchy=hierarchy, index_type="hnsw")
     else:
         index = VectorStoreIndex(nodes(), embed_model=embed)
     before = HierarchicalRetriever(index, hierarchy=hierarchy, mode="rescore", similarity_top_k=4).retrieve(
@@ -81,6 +83,9 @@ def test_round_trip_gives_identical_retrieval(tmp_path, embed, hierarchy, store)
     assert ids(after) == ids(before)
     np.testing.assert_allclose([h.score for h in after], [h.score for h in before], atol=1e-5)
     assert type(index2.vector_store).__name__ == type(index.vector_store).__name__
+    if store == "faiss_hnsw":  # the index type and its search setting survive the save
+        assert type(index2.vector_store.client).__name__ == "IndexHNSWFlat"
+        assert index2.vector_store.client.hnsw.efSearch == index.vector_store.client.hnsw.efSearch
 
 
 def test_load_resolves_the_recorded_model(tmp_path, embed, hierarchy):

@@ -196,6 +196,100 @@ def test_route_over_filter_store_and_overfetch_fallback(
     assert ("does not support metadata filters" in caplog.text) == (store != "simple")
 
 
+def faiss_store_index(kind, corpus, embed, hierarchy, vectors):
+    """A VectorStoreIndex on a FaissVectorStore holding a user's own IVF-Flat or HNSW index."""
+    import faiss
+    from llama_index.vector_stores.faiss import FaissVectorStore
+
+    matrix = np.stack([vectors[i] for i, _ in corpus]).astype(np.float32)
+    dimension = matrix.shape[1]
+    if kind == "hnsw":
+        faiss_index = faiss.IndexHNSWFlat(dimension, 8, faiss.METRIC_INNER_PRODUCT)
+    elif kind == "hnsw_l2":
+        faiss_index = faiss.IndexHNSWFlat(dimension, 8)
+    else:
+        faiss_index = faiss.IndexIVFFlat(
+            faiss.IndexFlatIP(dimension), dimension, 2, faiss.METRIC_INNER_PRODUCT
+        )
+        faiss_index.cp.min_points_per_centroid = 1  # a toy corpus: no "too few training points" note
+        faiss_index.train(matrix)
+    context = StorageContext.from_defaults(vector_store=FaissVectorStore(faiss_index=faiss_index))
+    return VectorStoreIndex(
+        add_hierarchy_metadata(nodes_of(corpus), hierarchy), storage_context=context, embed_model=embed
+    )
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw", "hnsw_l2"])
+@pytest.mark.parametrize("partitioned", [True, False])
+def test_route_over_a_users_faiss_ivf_or_hnsw_index_filters_by_topic(
+    kind, partitioned, corpus, embed, hierarchy, vectors
+):
+    # a store the user built with FAISS's own approximate indexes still gets the topic filter of route mode:
+    # the partitioned copy (exact within the routed topics) or, without it, over-fetch and filter
+    index = faiss_store_index(kind, corpus, embed, hierarchy, vectors)
+    query_vec = np.asarray(embed.get_query_embedding(QUERY))
+    expected, leaves = brute_force_route(query_vec, hierarchy, vectors, k=5, breadth=1)
+    hits = HierarchicalRetriever(
+        index,
+        hierarchy=hierarchy,
+        mode="route",
+        similarity_top_k=len(expected),
+        route_breadth=1,
+        partitioned=partitioned,
+    ).retrieve(QUERY)
+    assert [h.node.node_id for h in hits] == expected
+    assert all(h.node.metadata["heal_topic_l1"] in leaves for h in hits)
+
+
+def test_build_faiss_index_uses_hnsw_for_large_corpora_only(corpus, embed, hierarchy, vectors, monkeypatch):
+    from heal_rag.integrations import _faiss
+
+    small = build_faiss_index(nodes_of(corpus), embed)
+    assert type(small.vector_store.client).__name__ == "IndexFlatIP"  # exact below the threshold
+    monkeypatch.setattr(_faiss, "LARGE_CORPUS_NODES", len(corpus))  # this corpus now counts as large
+    large = build_faiss_index(nodes_of(corpus), embed, hierarchy=hierarchy)
+    assert type(large.vector_store.client).__name__ == "IndexHNSWFlat"
+    assert large.vector_store.client.hnsw.efSearch == _faiss.HNSW_EF_SEARCH
+    forced = build_faiss_index(nodes_of(corpus), embed, index_type="flat")
+    assert type(forced.vector_store.client).__name__ == "IndexFlatIP"
+    # the same answers as exact search on a toy corpus, and route's topic filter on top of it
+    flat = HierarchicalRetriever(small, mode="flat", similarity_top_k=5).retrieve(QUERY)
+    approx = HierarchicalRetriever(large, mode="flat", similarity_top_k=5).retrieve(QUERY)
+    assert [h.node.node_id for h in approx] == [h.node.node_id for h in flat]
+    query_vec = np.asarray(embed.get_query_embedding(QUERY))
+    expected, _ = brute_force_route(query_vec, hierarchy, vectors, k=5, breadth=1)
+    routed = HierarchicalRetriever(
+        large, hierarchy=hierarchy, mode="route", similarity_top_k=len(expected), route_breadth=1
+    ).retrieve(QUERY)
+    assert [h.node.node_id for h in routed] == expected
+
+
+def test_evaluated_dense_systems_stay_exact_on_large_corpora(corpus, embed, monkeypatch):
+    from heal_rag.integrations import _faiss
+    from heal_rag.systems import dense_system
+
+    monkeypatch.setattr(_faiss, "LARGE_CORPUS_NODES", 1)  # every corpus counts as large
+    built = []
+    monkeypatch.setattr(_faiss, "new_hnsw_index", lambda *a, **k: built.append("hnsw"))
+    system = dense_system("base", embed, nodes_of(corpus), top_k=3)
+    assert built == []  # an evaluation measures the model, not an ANN index's misses
+    assert system is not None
+
+
+def test_choose_index_type():
+    from heal_rag.integrations._faiss import LARGE_CORPUS_NODES, choose_index_type
+
+    assert choose_index_type(LARGE_CORPUS_NODES - 1, use_gpu=False) == "flat"
+    assert choose_index_type(LARGE_CORPUS_NODES, use_gpu=False) == "hnsw"
+    assert choose_index_type(LARGE_CORPUS_NODES, use_gpu=True) == "flat"  # exact GPU search is kept
+    assert choose_index_type(10, "hnsw") == "hnsw"
+    assert choose_index_type(10**7, "flat") == "flat"
+    with pytest.raises(ValueError, match="index_type must be one of"):
+        choose_index_type(10, "ivf")
+    with pytest.raises(ValueError, match="CPU only"):
+        choose_index_type(10, "hnsw", use_gpu=True)
+
+
 def test_route_fills_up_when_routed_topics_are_too_small(faiss_index, hierarchy):
     hits = HierarchicalRetriever(
         faiss_index, hierarchy=hierarchy, mode="route", similarity_top_k=20, route_breadth=1
@@ -205,6 +299,7 @@ def test_route_fills_up_when_routed_topics_are_too_small(faiss_index, hierarchy)
 
 
 def test_qdrant_local_mode_all_modes(corpus, embed, hierarchy, vectors):
+    # qdrant-client's local mode searches exactly; a Qdrant server answers the same filter with its HNSW
     qdrant_client = pytest.importorskip("qdrant_client")
     qdrant_store = pytest.importorskip("llama_index.vector_stores.qdrant")
     client = qdrant_client.QdrantClient(location=":memory:")
@@ -228,6 +323,7 @@ def test_qdrant_local_mode_all_modes(corpus, embed, hierarchy, vectors):
         index, hierarchy=hierarchy, mode="route", similarity_top_k=len(expected), route_breadth=1
     )
     assert [to_doc[h.node.node_id] for h in routed.retrieve(QUERY)] == expected
+    assert routed._filters_supported is True  # Qdrant applied the topic filter itself (no over-fetch)
     rescored = HierarchicalRetriever(index, hierarchy=hierarchy, mode="rescore", similarity_top_k=5).retrieve(
         QUERY
     )

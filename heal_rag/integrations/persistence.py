@@ -431,8 +431,9 @@ def load_heal_index(
                 "save (other documents, another order or another model). Re-save the index."
             )
     if faiss_loaded_here and use_gpu is not False:
-        if faiss_gpu_count() > 0:  # checked on the CPU copy; serve from the GPU
-            faiss = import_faiss()
+        faiss = import_faiss()
+        # checked on the CPU copy; serve from the GPU (an HNSW index stays on CPU: faiss has no GPU HNSW)
+        if faiss_gpu_count() > 0 and not isinstance(index.vector_store.client, faiss.IndexHNSW):
             index.vector_store._faiss_index = faiss.index_cpu_to_gpu(
                 faiss.StandardGpuResources(), 0, index.vector_store.client
             )

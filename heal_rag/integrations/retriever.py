@@ -9,11 +9,21 @@ Modes (``mode=``):
   that level (1 = the candidate lies in the query's most likely topic at every level).
 - ``"route"``: search only the members of the query's top topics: the ``route_breadth[0]`` most likely
   level-0 topics, then the most likely ``route_breadth[1]`` of their children, and so on down to the leaves.
-  Over FAISS this scans only the routed leaves' cells of a topic-partitioned index (fast at scale); over
+  Over FAISS this scans only the routed leaves' cells of a topic-partitioned index; over
   stores with metadata filters it filters on ``heal_topic_l{i}`` (``FilterOperator.IN``); over other stores it
   over-fetches and filters. If the routed topics hold fewer than ``similarity_top_k`` matches, the rest is
   filled from plain similarity search, so a query always gets ``similarity_top_k`` results (when the corpus
   has that many).
+
+  What route is for: searching *inside* chosen topics (the query's most likely ones, ``route_breadth`` per
+  level) and explaining why a hit was returned (its topic path and top terms). It is not a faster
+  approximate index for a large corpus: on 110k real passages (``evals/bench_route_peers.py``) it finds 0.43
+  of the exact top-10 at breadth 1 (the rest sit in other topics) and 0.99 only when it scans 97 % of the
+  corpus, and placing the query in the tree costs about 20 ms, while FAISS HNSW reaches recall@10 0.99 at
+  0.22 ms (``build_faiss_index``'s default from 100,000 nodes); IVF-Flat is also faster at every recall.
+  Route works on top of those stores: over any FAISS index (flat, IVF, HNSW) it searches a topic-partitioned
+  float32 copy of the vectors, exact within the routed topics; over Qdrant (and other stores with metadata
+  filters) the store applies the ``heal_topic_l{i}`` filter itself, with its own index.
 
 Every returned node carries ``heal_path``, ``heal_topic_l{i}``, ``heal_top_terms`` (and in rescore mode
 ``heal_similarity`` / ``heal_agreement``) in its metadata, all excluded from the LLM and embedding text.
@@ -156,12 +166,16 @@ class HierarchicalRetriever(BaseRetriever):
         alpha: weight of the hierarchy agreement in ``rescore`` (>= 0).
         candidate_multiplier: ``rescore`` ranks ``similarity_top_k * candidate_multiplier`` candidates.
         route_breadth: topics kept per level in ``route`` (an int for every level, or one per level).
+            Route searches inside the chosen topics and says why a hit was returned; for plain speed on a
+            large corpus use an HNSW/IVF index with ``mode="flat"`` or ``"rescore"`` instead (see the
+            module docstring).
         route_overfetch: in ``route`` over stores without metadata filters, candidates fetched per result.
         level_weights: weights of the levels in the agreement (default uniform).
         embed_model: the query embedding (default: the index's).
         n_top_terms: top terms per topic written to ``heal_top_terms``.
-        partitioned: in ``route`` over FAISS, search a topic-partitioned copy of the vectors (built on the
-            first routed query; fast at scale). ``False`` uses the generic path (over-fetch and filter).
+        partitioned: in ``route`` over FAISS (any index type: flat, IVF, HNSW), search a topic-partitioned
+            copy of the vectors (built on the first routed query, exact within the routed topics; it holds
+            a float32 copy of every vector). ``False`` uses the generic path (over-fetch and filter).
         placement_cache_size: query placements (memberships) kept by query string, least recently used
             first out; 0 keeps none. The hierarchy never changes, so a kept placement is always valid.
 
