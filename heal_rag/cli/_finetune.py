@@ -152,6 +152,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help=f"token limit ({DEFAULTS.max_seq_length})",
     )
+    training.add_argument(
+        "--mixed-precision",
+        choices=("bf16", "fp16"),
+        default=DEFAULTS.mixed_precision,
+        help="train with autocast: bf16 (CPUs with AVX-512 BF16, recent GPUs; 2x faster on such a CPU) or "
+        "fp16 (GPUs); default fp32",
+    )
     training.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: automatic)")
     parser.add_argument("--overwrite", action="store_true", help="replace a model already in DIR")
     parser.add_argument(
@@ -209,6 +216,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         use_document_level=not args.no_document_level,
         max_seq_length=args.max_seq_length,
         seed=args.seed,
+        mixed_precision=args.mixed_precision,
     )
     splits = available_splits(corpus)
     if args.eval_split is not None:
