@@ -190,3 +190,28 @@ def markdown_table(
     ]
     lines += ["| " + " | ".join(cell(row.get(key), key) for key, _ in columns) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def exported_model_copy(source: str | os.PathLike[str], target: Path) -> Path:
+    """``target``: a copy of the model folder ``source`` with a current int8 ONNX export (made once).
+
+    A copy whose export no longer matches its weights (or is missing) is rebuilt; the original folder is
+    never written to.
+    """
+    import shutil
+
+    from heal_rag import export_onnx
+    from heal_rag.backends import load_onnx_sentence_transformer
+
+    if target.exists():
+        try:
+            load_onnx_sentence_transformer(target)  # checks the export is of the weights in the folder
+            return target
+        except Exception:
+            shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("onnx", "checkpoint-*", "runs"))
+    start = time.perf_counter()
+    export = export_onnx(target, quantize="int8")
+    print(f"exported {target} in {time.perf_counter() - start:.1f} s; cosine to torch {export.cosine}")
+    return target

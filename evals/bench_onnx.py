@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
 import time
@@ -27,7 +26,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO_ROOT, SHARED_DATA_DIR, markdown_table, provenance, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    REPO_ROOT,
+    SHARED_DATA_DIR,
+    exported_model_copy,
+    markdown_table,
+    provenance,
+    write_results,
+)
 
 from heal_rag.backends import ONNX_MODEL_FILE  # noqa: E402
 
@@ -41,25 +47,6 @@ def default_heal_model() -> Path | None:
     """The HEAL model ``bench_rag`` trained (the package defaults on the bundled corpus), if cached."""
     found = sorted((REPO_ROOT / "evals" / "cache" / "bench_rag" / "models").glob("heal-*"))
     return found[-1] if found else None
-
-
-def exported_copy(name: str, source: Path) -> Path:
-    """A copy of ``source`` under evals/cache/bench_onnx/ with a current ONNX export."""
-    from heal_rag import export_onnx
-    from heal_rag.backends import load_onnx_sentence_transformer
-
-    target = WORK_DIR / name
-    if target.exists():
-        try:
-            load_onnx_sentence_transformer(target)  # checks the export is of the weights in the folder
-            return target
-        except Exception:
-            shutil.rmtree(target)
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("onnx", "checkpoint-*", "runs"))
-    start = time.perf_counter()
-    export = export_onnx(target, quantize="int8")
-    print(f"exported {name} in {time.perf_counter() - start:.1f} s; cosine to torch {export.cosine}")
-    return target
 
 
 def load_backend(folder: Path, backend: str, max_length: int | None):
@@ -165,7 +152,7 @@ def main() -> int:
 
     rows_out, results = [], {}
     for name, source in sources.items():
-        folder = exported_copy(name, source)
+        folder = exported_model_copy(source, WORK_DIR / name)
         entry = {
             "source": str(source),
             "throughput": throughput(folder, texts, args.max_length, args.repeats),

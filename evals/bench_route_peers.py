@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO_ROOT  # noqa: E402
+from _common import REPO_ROOT, exported_model_copy  # noqa: E402
 
 CACHE = REPO_ROOT / "evals" / "cache" / "bench_route_peers"
 MAX_SEQ_LENGTH, BATCH, CHUNK, ORDER_SEED = 128, 64, 2048, 0
@@ -52,27 +52,6 @@ def passage_set_hash(passages: list[dict]) -> str:
     return digest.hexdigest()[:16]
 
 
-def exported_model() -> Path:
-    """The bundled model copied under the cache with a current int8 ONNX export."""
-    from heal_rag import export_onnx
-    from heal_rag._models import default_model_path
-    from heal_rag.backends import load_onnx_sentence_transformer
-
-    target = CACHE / "model"
-    if target.exists():
-        try:
-            load_onnx_sentence_transformer(target)  # checks the export is of the weights in the folder
-            return target
-        except Exception:
-            shutil.rmtree(target)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(default_model_path(), target, ignore=shutil.ignore_patterns("onnx"))
-    start = time.perf_counter()
-    export = export_onnx(target, quantize="int8")
-    print(f"[embed] exported in {time.perf_counter() - start:.1f} s; cosine to torch {export.cosine}")
-    return target
-
-
 def load_embeddings(threads: int | None = None, partial: bool = False) -> tuple[np.ndarray, list[dict], dict]:
     """Every passage's embedding (float32, normalised), the passages and the cache's key.
 
@@ -83,10 +62,11 @@ def load_embeddings(threads: int | None = None, partial: bool = False) -> tuple[
     from bench_hnmfk_sample import load_passages
     from tqdm.auto import tqdm
 
+    from heal_rag._models import default_model_path
     from heal_rag.backends import load_onnx_sentence_transformer
 
     passages, info = load_passages()
-    folder = exported_model()
+    folder = exported_model_copy(default_model_path(), CACHE / "model")
     model = load_onnx_sentence_transformer(folder, threads=threads)
     model.max_seq_length = MAX_SEQ_LENGTH
     key = {
