@@ -26,3 +26,18 @@ def check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidValueError(f"The {name!r} parameter must be a positive integer. Got {value!r} instead.")
     return value
+
+
+#: Fewer tokens than this leave no passage worth answering from.
+MIN_PASSAGE_TOKENS = 16
+
+
+def check_passage_max_tokens(value: Any, where: str = "") -> None:
+    """Refuse a passage token limit that is not None or an integer >= :data:`MIN_PASSAGE_TOKENS`."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < MIN_PASSAGE_TOKENS:
+        raise InvalidValueError(
+            f"{where}passage_max_tokens must be an integer >= {MIN_PASSAGE_TOKENS} (tokens kept of each "
+            f"passage the generator sees) or None (whole passages); got {value!r}."
+        )

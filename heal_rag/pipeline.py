@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from heal_rag._checks import check_positive_int
+from heal_rag._checks import check_passage_max_tokens, check_positive_int
 from heal_rag._io import atomic_write_json, check_writable, loads_json
 from heal_rag._progress import show_progress as resolve_show_progress
 from heal_rag.errors import InputNotFoundError, InvalidValueError, OutputExistsError
@@ -98,6 +98,8 @@ DEMO_DEFAULTS: dict[str, Any] = {
     "max_seq_length": 128,
     "local_llm_questions": 10,
     "llm_max_new_tokens": 64,
+    # the prompt is what costs time on a CPU: three passages cut to what the 256-token retrievers read
+    "passage_max_tokens": 256,
 }
 
 #: What heal-rag's own study found, quoted in every report so that a demo's one-run HEAL - flat difference is
@@ -425,6 +427,7 @@ def run_pipeline(
     retriever: Literal["flat", "rescore", "route"] = "flat",
     top_k: int = 10,
     generation_top_n: int = 3,
+    passage_max_tokens: int | None = DEMO_DEFAULTS["passage_max_tokens"],
     max_questions: int | Literal["auto"] | None = "auto",
     n_resamples: int = 10_000,
     seed: int = 0,
@@ -461,6 +464,9 @@ def run_pipeline(
             always flat.
         top_k: documents retrieved per question.
         generation_top_n: retrieved documents the generator sees.
+        passage_max_tokens: each passage the generator sees is cut to this many tokens (``None``: whole).
+            With a generator, two reference conditions of the same generator are evaluated too: ``gold``
+            (the judged passages alone) and ``no-context`` (see :func:`heal_rag.systems.reference_systems`).
         max_questions: a seeded sample of the evaluation questions; ``None`` all; ``"auto"`` all, except
             with the local LLM, where generation costs seconds per question: then
             ``DEMO_DEFAULTS["local_llm_questions"]``.
@@ -505,6 +511,7 @@ def run_pipeline(
         ("llm_max_new_tokens", llm_max_new_tokens),
     ):
         check_positive_int(value, name)
+    check_passage_max_tokens(passage_max_tokens)
     if retriever not in ("flat", "rescore", "route"):
         raise InvalidValueError(f"retriever must be 'flat', 'rescore' or 'route'. Got {retriever!r} instead.")
     if max_questions != "auto" and max_questions is not None:
@@ -553,6 +560,7 @@ def run_pipeline(
         "top_k": top_k,
         "llm": llm_description,
         "generation_top_n": generation_top_n if generator is not None else None,
+        "passage_max_tokens": passage_max_tokens if generator is not None else None,
         "seed": seed,
     }
     old_stages = dict(state.get("stages", {})) if state.get("config", {}).get("corpus_fingerprint") else {}
@@ -652,6 +660,7 @@ def run_pipeline(
         max_seq_length=max_seq_length,
         generator=generator,
         generation_top_n=generation_top_n,
+        passage_max_tokens=passage_max_tokens,
         device=device,
         show_progress=show,
     )
@@ -804,15 +813,23 @@ def _configurations(
     max_seq_length: int,
     generator: Any,
     generation_top_n: int,
+    passage_max_tokens: int | None,
     device: str | None,
     show_progress: bool,
 ) -> tuple[list[Any], dict[str, Any]]:
-    """BM25, the three dense models, and each dense model fused with BM25, as RAG configurations."""
+    """BM25, the three dense models and each dense model fused with BM25, as RAG configurations.
+
+    With a generator, its two reference conditions (gold passages, no context) are added.
+    """
     from heal_rag.integrations import HEALEmbedding
-    from heal_rag.systems import bm25_candidates, bm25_system, dense_system
+    from heal_rag.systems import bm25_candidates, bm25_system, dense_system, reference_systems
 
     nodes = inputs.eval_dataset.to_nodes()
-    common = {"llm": generator, "generation_top_n": generation_top_n}
+    common = {
+        "llm": generator,
+        "generation_top_n": generation_top_n,
+        "passage_max_tokens": passage_max_tokens,
+    }
     configurations = [bm25_system(nodes, top_k=top_k, **common)]
     candidates = bm25_candidates(nodes)
     base_name = base_model or "all-MiniLM-L6-v2 (bundled copy)"
@@ -839,4 +856,10 @@ def _configurations(
         indexes[name] = system.index
         configurations.append(system.configuration)
         hybrids.append(system.hybrid)
-    return configurations + hybrids, indexes
+    references = []
+    if generator is not None:
+        try:
+            references = reference_systems(inputs.questions, **common)
+        except InvalidValueError as error:  # e.g. two pseudo-queries with the same text
+            logger.warning("Answering without the reference conditions (gold, no-context): %s", error)
+    return configurations + hybrids + references, indexes

@@ -54,9 +54,18 @@ class DenseSystem:
 
 
 def bm25_system(
-    nodes: Sequence[BaseNode], *, top_k: int, llm: Any = None, generation_top_n: int | None = 3
+    nodes: Sequence[BaseNode],
+    *,
+    top_k: int,
+    llm: Any = None,
+    generation_top_n: int | None = 3,
+    passage_max_tokens: int | None = None,
 ) -> RAGConfiguration:
-    """Return BM25 over ``nodes`` as a configuration named ``bm25``."""
+    """Return BM25 over ``nodes`` as a configuration named ``bm25``.
+
+    ``llm``, ``generation_top_n`` and ``passage_max_tokens`` are those of
+    :class:`~heal_rag.evaluation.rag.RAGConfiguration`.
+    """
     from heal_rag.integrations.hybrid import bm25_retriever
 
     return RAGConfiguration(
@@ -64,12 +73,17 @@ def bm25_system(
         retriever=bm25_retriever(nodes, similarity_top_k=top_k),
         llm=llm,
         generation_top_n=generation_top_n,
+        passage_max_tokens=passage_max_tokens,
         description=dict(BM25_DESCRIPTION),
     )
 
 
 def reference_systems(
-    dataset: RetrievalDataset, *, llm: Any, generation_top_n: int | None = 3
+    dataset: RetrievalDataset,
+    *,
+    llm: Any,
+    generation_top_n: int | None = 3,
+    passage_max_tokens: int | None = None,
 ) -> list[RAGConfiguration]:
     """Return the two reference conditions of a generator: ``gold`` (the judged passages) and ``no-context``.
 
@@ -78,7 +92,12 @@ def reference_systems(
     """
     from heal_rag.evaluation.references import GoldContextRetriever, NoContextRetriever
 
-    common = {"llm": llm, "generation_top_n": generation_top_n}
+    common = {
+        "llm": llm,
+        "generation_top_n": generation_top_n,
+        "passage_max_tokens": passage_max_tokens,
+        "reference": True,
+    }
     return [
         RAGConfiguration(
             "gold",
@@ -113,6 +132,7 @@ def dense_system(
     description: Mapping[str, Any] | None = None,
     llm: Any = None,
     generation_top_n: int | None = 3,
+    passage_max_tokens: int | None = None,
     bm25_candidates: Any = None,
     show_progress: bool | None = None,
 ) -> DenseSystem:
@@ -131,6 +151,7 @@ def dense_system(
             added.
         llm: the generator, or None for retrieval only.
         generation_top_n: how many retrieved nodes the generator sees.
+        passage_max_tokens: cut each passage the generator sees to this many tokens (None: whole).
         bm25_candidates: BM25 candidates (:func:`bm25_candidates`) to fuse with; None builds no hybrid.
         show_progress: progress bar while embedding the corpus (None: follow the ``heal_rag`` logger).
 
@@ -158,7 +179,7 @@ def dense_system(
         **extra,
         "hierarchy": getattr(hierarchy, "fingerprint", None),
     }
-    common = {"llm": llm, "generation_top_n": generation_top_n}
+    common = {"llm": llm, "generation_top_n": generation_top_n, "passage_max_tokens": passage_max_tokens}
     configuration = RAGConfiguration(name, retriever=retriever(top_k), description=described, **common)
     hybrid = None
     if bm25_candidates is not None:

@@ -207,6 +207,11 @@ def test_demo_refuses_a_foreign_output_folder_and_a_bad_llm(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "other"), "--llm", "gpt-4"]) == 2
     assert "must be none, local" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()  # failed before writing anything
+    for command in (["demo", "--out", str(tmp_path / "third")], ["evaluate", "rag", str(tmp_path)]):
+        with pytest.raises(SystemExit) as usage:
+            main([*command, "--passage-tokens", "8"])
+        assert usage.value.code == 2
+        assert "expected an integer >= 16 or 'all', got 8" in capsys.readouterr().err
 
 
 def _write(path: Path, text: str) -> Path:

@@ -118,6 +118,29 @@ def test_the_per_call_timeout_is_honoured_and_counted(server, questions):
     assert all("timed out" in e.lower() or "timeout" in e.lower() for e in errors)
 
 
+def test_malformed_judge_json_is_a_counted_nan_with_its_reason(server, questions):
+    """The server's judge answers cut at 2 tokens: JSON RAGAS cannot parse, for every structured prompt."""
+    from heal_rag import HEALEmbedding
+
+    llm = make_endpoint_llm(server.url, max_retries=0, timeout=60, max_tokens=24)
+    truncating_judge = make_endpoint_llm(server.url, max_retries=0, timeout=60, max_tokens=2)
+    one = questions.sample_queries(1, seed=0)
+    config = RAGConfiguration(
+        "bm25", retriever=bm25_retriever(one.to_nodes(), similarity_top_k=3), llm=llm, generation_top_n=1
+    )
+    result = evaluate_rag(
+        [config], one, judge=truncating_judge, judge_embeddings=HEALEmbedding(), n_resamples=100
+    )
+    (record,) = result.records["bm25"].values()
+    assert record["response"]  # the answer itself was generated
+    counts = result.counts["bm25"]
+    for metric in ("faithfulness", "answer_relevancy"):
+        assert record["scores"][metric] is None or math.isnan(record["scores"][metric])
+        assert "parse" in record["errors"][f"judge:{metric}"].lower()
+        assert counts["judge_failures"][metric] == 1 and counts["nan"][metric] == 1
+    assert record["scores"]["id_based_context_recall"] is not None  # retrieval scores are unaffected
+
+
 def test_cli_evaluate_rag_generates_and_judges_through_the_server(server, tmp_path, capsys):
     """`evaluate rag --llm URL --judge URL`: the 135M judge often writes JSON RAGAS cannot parse; every
     such sample must be NaN with its reason counted, never a crash."""

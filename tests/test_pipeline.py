@@ -238,3 +238,25 @@ def test_an_unreadable_corpus_file_is_refused_with_a_clear_message(tmp_path):
     pdf.write_bytes(b"%PDF-1.4")
     with pytest.raises(ValueError, match=r"\.pdf"):
         run_pipeline(pdf, out_dir=tmp_path / "out2", **FAST)
+
+
+def test_with_a_generator_the_reference_conditions_are_answered_too(first_run, tiny_beir):
+    """Any LlamaIndex LLM generates; gold and no-context ground the reading and are never the winner."""
+    from llama_index.core.llms import MockLLM
+
+    out = first_run[0]
+    result = run_pipeline(
+        tiny_beir, out_dir=out, llm=MockLLM(max_tokens=8), max_questions=3, **{**FAST, "max_steps": 3}
+    )
+    evaluation = result.evaluation
+    assert {"gold", "no-context"} <= set(evaluation.configurations)
+    assert evaluation.references == ["gold", "no-context"]
+    assert evaluation.summary["gold"]["answers_without_evidence"] == 0.0
+    assert evaluation.summary["no-context"]["answers_without_evidence"] == 1.0
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert not (report["headline"] or "").startswith("Best ndcg@10: gold")
+    described = report["config"]["configurations"]
+    assert all(described[c]["passage_max_tokens"] == 256 for c in ("gold", "bm25", "heal"))
+    assert report["config"]["pipeline"]["passage_max_tokens"] == 256
+    with pytest.raises(ValueError, match="passage_max_tokens must be an integer >= 16"):
+        run_pipeline(tiny_beir, out_dir=out, llm=MockLLM(), passage_max_tokens=4, **FAST)

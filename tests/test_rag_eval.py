@@ -623,6 +623,60 @@ def test_gold_and_no_context_reference_conditions(tiny, questions, vector_index,
     assert result.summary["no-context"]["answers_without_evidence"] == 1.0
     assert result.summary["gold"]["ndcg@10"] == pytest.approx(1.0)
     assert result.summary["no-context"]["ndcg@10"] == 0.0
+    # references ground the reading; they are no contenders: gold (nDCG 1.0) is never the winner
+    from heal_rag.evaluation.report import headline, report_dict, summary_table
+
+    assert result.references == ["gold", "no-context"]
+    assert headline(result) is None  # one system (dense) and two references: no winner to name
+    ndcg_row = next(line for line in summary_table(result).splitlines() if line.startswith("ndcg@10"))
+    assert "*" not in ndcg_row  # gold's 1.000 is not marked best
+    assert report_dict(result)["references"] == ["gold", "no-context"]
+    assert any("reference conditions" in note for note in result.notes)
     duplicate = dataclasses.replace(tiny, queries={**tiny.queries, "copy": next(iter(tiny.queries.values()))})
     with pytest.raises(InvalidValueError, match="same text"):
         GoldContextRetriever(duplicate)
+
+
+class PromptRecordingLLM(ExtractiveLLM):
+    """The extractive stand-in, keeping every prompt it was given."""
+
+    prompts: list[str] = []
+
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        self.prompts.append(prompt)
+        return super().complete(prompt, formatted=formatted, **kwargs)
+
+
+def _context(prompt: str) -> str:
+    return prompt.split("---------------------\n", 2)[1].strip()
+
+
+def test_passages_are_cut_for_the_generator_but_not_for_retrieval(tiny, questions, tmp_path):
+    from llama_index.core import Settings
+
+    from heal_rag.errors import InvalidValueError
+
+    runs = {}
+    for limit in (None, 96):
+        llm = PromptRecordingLLM(prompts=[])
+        config = RAGConfiguration(
+            "keyword",
+            retriever=KeywordRetriever(tiny.to_nodes(), top_k=5),
+            llm=llm,
+            generation_top_n=1,
+            passage_max_tokens=limit,
+        )
+        result = evaluate_rag([config], questions, k=5, out_dir=tmp_path / str(limit), n_resamples=100)
+        runs[limit] = (result, [_context(p) for p in llm.prompts])
+    (whole, whole_contexts), (cut, cut_contexts) = runs[None], runs[96]
+    assert len(cut_contexts) == len(questions.queries)
+    for full, short in zip(whole_contexts, cut_contexts, strict=True):
+        assert len(Settings.tokenizer(short)) <= 96 < len(Settings.tokenizer(full))
+        assert full.startswith(short.rstrip(". "))  # the passage's opening, cut at a boundary
+    for q in cut.question_ids:  # the same documents retrieved and credited: only the prompt changed
+        assert cut.records["keyword"][q]["generation_ids"] == whole.records["keyword"][q]["generation_ids"]
+    assert cut.summary["keyword"]["ndcg@10"] == whole.summary["keyword"]["ndcg@10"]
+    assert config.describe()["passage_max_tokens"] == 96  # part of the checkpoint hash
+    for bad in (0, 8, 2.5, True):
+        with pytest.raises(InvalidValueError, match="passage_max_tokens must be an integer >= 16"):
+            RAGConfiguration("x", retriever=KeywordRetriever(tiny.to_nodes()), passage_max_tokens=bad)

@@ -22,6 +22,26 @@ def positive_int(text: str) -> int:
     return value
 
 
+def passage_tokens(text: str) -> int | None:
+    """Parse a passage token limit: an integer >= 16, or ``all`` (whole passages: None)."""
+    from heal_rag._checks import MIN_PASSAGE_TOKENS
+
+    if text.strip().lower() == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= {MIN_PASSAGE_TOKENS} or 'all', got {text!r}"
+        ) from None
+    if value < MIN_PASSAGE_TOKENS:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {MIN_PASSAGE_TOKENS} or 'all', got {value}")
+    return value
+
+
+PASSAGE_TOKENS_HELP = "tokens kept of each passage the generator sees, or all"
+
+
 def seed_int(text: str) -> int:
     """Parse a random seed: an integer in [0, 2**32 - 1] (what numpy and torch accept)."""
     try:

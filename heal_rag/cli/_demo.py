@@ -6,10 +6,12 @@ and HEAL models, evaluate them and each dense model fused with BM25 side by side
 won and by how much, and write ``DIR/report.md``, ``DIR/report.html`` and ``DIR/report.json``.
 
 Defaults keep the demo within about 4 minutes on a 2-core laptop (measured: 202 s): 20 training steps of
-batch 32 at 128 tokens per fine-tune, and no answer generation (``--llm none``), because the offline 135M
-model needed 10-30 s per question and configuration there (prompts of three abstracts). ``--llm local`` adds
-generation and the share of answers given without the evidence on a seeded sample of 10 questions
-(``--max-questions`` changes it); ``--llm URL`` uses an OpenAI-compatible server.
+batch 32 at 128 tokens per fine-tune, and no answer generation (``--llm none``). ``--llm local`` adds
+answers by the offline SmolLM2-135M from three passages cut to 256 tokens (``--passage-tokens``; about 3 s
+per answer on 2 cores, most of it reading the prompt) on a seeded sample of 10 questions
+(``--max-questions`` changes it), with the share of answers given without the evidence and two reference
+conditions of the same generator: ``gold`` (the judged passages alone) and ``no-context``. ``--llm URL`` uses
+an OpenAI-compatible server.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from heal_rag.cli._common import positive_int
+from heal_rag.cli._common import PASSAGE_TOKENS_HELP, passage_tokens, positive_int
 from heal_rag.cli._hierarchy import add_hnmfk_arguments, hnmfk_params
 
 logger = logging.getLogger(__name__)
@@ -122,6 +124,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"{DEMO_DEFAULTS['local_llm_questions']} with --llm local",
     )
     evaluation.add_argument(
+        "--passage-tokens",
+        type=passage_tokens,
+        default=DEMO_DEFAULTS["passage_max_tokens"],
+        metavar="N|all",
+        help=f"{PASSAGE_TOKENS_HELP} ({DEMO_DEFAULTS['passage_max_tokens']})",
+    )
+    evaluation.add_argument(
         "--resamples", type=positive_int, default=10_000, metavar="N", help="bootstrap/permutation resamples"
     )
     parser.add_argument(
@@ -173,6 +182,7 @@ def run_demo(args: argparse.Namespace) -> int:
         max_seq_length=args.max_seq_length,
         retriever=args.retriever,
         top_k=args.top_k,
+        passage_max_tokens=args.passage_tokens,
         max_questions=args.max_questions,
         n_resamples=args.resamples,
         seed=seed,

@@ -7,7 +7,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from heal_rag.cli._common import check_models, check_outputs, positive_int, require_corpus_folder, seed_int
+from heal_rag.cli._common import (
+    PASSAGE_TOKENS_HELP,
+    check_models,
+    check_outputs,
+    passage_tokens,
+    positive_int,
+    require_corpus_folder,
+    seed_int,
+)
 from heal_rag.errors import InvalidValueError, OutputExistsError
 
 logger = logging.getLogger(__name__)
@@ -71,6 +79,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=positive_int,
         default=3,
         help="retrieved documents the generator sees (default 3)",
+    )
+    parser.add_argument(
+        "--passage-tokens",
+        type=passage_tokens,
+        default=None,
+        metavar="N|all",
+        help=f"{PASSAGE_TOKENS_HELP} (default all)",
     )
     parser.add_argument(
         "--max-questions", type=positive_int, default=None, help="a seeded sample of the questions"
@@ -206,7 +221,11 @@ def run(args: argparse.Namespace) -> int:
     logger.info("%s: %d questions, %d documents", dataset.name, len(dataset.queries), len(dataset.corpus))
 
     nodes = dataset.to_nodes()
-    common = {"llm": generator, "generation_top_n": args.generation_top_n}
+    common = {
+        "llm": generator,
+        "generation_top_n": args.generation_top_n,
+        "passage_max_tokens": args.passage_tokens,
+    }
     configurations = [bm25_system(nodes, top_k=args.top_k, **common)] if args.bm25 else []
     candidates = bm25_candidates(nodes) if args.hybrid else None
     hybrids = []

@@ -51,6 +51,36 @@ DECISION_QA_TEMPLATE = (
 )
 
 
+def truncated_nodes(nodes: list[NodeWithScore], max_tokens: int) -> list[NodeWithScore]:
+    """Return copies of ``nodes`` cut to their first ``max_tokens`` tokens (LlamaIndex's tokenizer).
+
+    The budget covers what the generator is shown: the node's LLM metadata (a title, say) and its text. The
+    cut is the first chunk of LlamaIndex's metadata-aware ``SentenceSplitter``, so it ends at a sentence or
+    word boundary. Ids and metadata are kept, so the document a passage came from is still known; the nodes
+    given are not changed.
+    """
+    from llama_index.core.node_parser import SentenceSplitter
+    from llama_index.core.schema import MetadataMode
+    from llama_index.core.schema import NodeWithScore as Scored
+
+    splitter = SentenceSplitter(chunk_size=max_tokens, chunk_overlap=0)
+    out = []
+    for scored in nodes:
+        text = scored.node.get_content()
+        metadata = scored.node.get_metadata_str(mode=MetadataMode.LLM)
+        try:
+            chunks = splitter.split_text_metadata_aware(text, metadata) if text else []
+        except ValueError:  # the metadata alone is over the budget: cut the text alone
+            chunks = splitter.split_text(text)
+        if len(chunks) <= 1:
+            out.append(scored)
+            continue
+        node = scored.node.model_copy()
+        node.set_content(chunks[0])
+        out.append(Scored(node=node, score=scored.score))
+    return out
+
+
 def node_doc_id(node: BaseNode | NodeWithScore) -> str:
     """Return the BEIR document id of a (retrieved) node.
 
@@ -192,6 +222,10 @@ class RAGRunner:
         retrieved.generation_nodes = (
             nodes if config.generation_top_n is None else nodes[: config.generation_top_n]
         )
+        if config.passage_max_tokens is not None:
+            retrieved.generation_nodes = truncated_nodes(
+                retrieved.generation_nodes, config.passage_max_tokens
+            )
         try:
             if config.query_engine is not None:
                 answer = config.query_engine.synthesize(QueryBundle(question), retrieved.generation_nodes)  # type: ignore[attr-defined]

@@ -37,13 +37,14 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from heal_rag._checks import check_passage_max_tokens
 from heal_rag._deprecation import warn_deprecated
 from heal_rag._progress import show_progress as resolve_show_progress
 from heal_rag.datasets import DECISIONS, CorpusDocument, RetrievalDataset
@@ -195,10 +196,17 @@ class RAGConfiguration:
             ``query()`` is called and its ``source_nodes`` are the retrieved nodes.
         llm: the generator for ``retriever``; None means retrieval only.
         generation_top_n: how many retrieved nodes the generator sees (None: all).
+        passage_max_tokens: cut each passage the generator (and the judge) sees to its first this many
+            tokens of LlamaIndex's tokenizer, at a sentence or word boundary (None: whole passages). The
+            prompt, not the answer, is what costs time on a CPU: 256 matches what a 256-token embedding
+            model read of the passage. Retrieval and the evidence measures still use the whole document.
         text_qa_template: prompt of the response synthesizer (default: LlamaIndex's, or a yes/no/maybe
             prompt when the question set has gold decisions).
         description: what the configuration is (model, retriever mode, ...); recorded in the report and in
             the checkpoint hash, so describe everything that changes results.
+        reference: a reference condition (the gold passages, no context: see
+            :func:`heal_rag.systems.reference_systems`), not a system: reported and tested, never ranked
+            best nor named the winner.
 
     Example:
         >>> RAGConfiguration("base", retriever=index.as_retriever(similarity_top_k=10))  # doctest: +SKIP
@@ -210,8 +218,10 @@ class RAGConfiguration:
     query_engine: BaseQueryEngine | None = None
     llm: LLM | None = None
     generation_top_n: int | None = 3
+    passage_max_tokens: int | None = None
     text_qa_template: BasePromptTemplate | str | None = None
     description: dict[str, Any] = field(default_factory=dict)
+    reference: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -227,6 +237,7 @@ class RAGConfiguration:
             )
         if self.generation_top_n is not None and self.generation_top_n < 1:
             raise InvalidValueError(f"Configuration {self.name!r}: generation_top_n must be >= 1 or None.")
+        check_passage_max_tokens(self.passage_max_tokens, f"Configuration {self.name!r}: ")
 
     @property
     def generates(self) -> bool:
@@ -244,12 +255,16 @@ class RAGConfiguration:
             model = getattr(getattr(self.llm, "metadata", None), "model_name", None)
             out["llm"] = f"{type(self.llm).__name__}({model})" if model else type(self.llm).__name__
             out["generation_top_n"] = self.generation_top_n
+            if self.passage_max_tokens is not None:
+                out["passage_max_tokens"] = self.passage_max_tokens
         if self.text_qa_template is not None:
             template = self.text_qa_template
             out["text_qa_template"] = (
                 template if isinstance(template, str) else getattr(template, "template", "")
             )
         out.update(self.description)
+        if self.reference:
+            out["reference"] = True
         return out
 
 
@@ -273,6 +288,7 @@ class RAGEvaluationResult:
         notes: human-readable notes (skipped metrics and why).
         config: the run's configuration (also hashed for the checkpoint).
         checkpoint: path of the JSONL checkpoint (None when no out_dir was given).
+        references: the configurations that are reference conditions, not systems (never ranked best).
 
     """
 
@@ -286,6 +302,7 @@ class RAGEvaluationResult:
     notes: list[str]
     config: dict[str, Any]
     checkpoint: str | None = None
+    references: list[str] = field(default_factory=list)
 
     @property
     def configurations(self) -> list[str]:
@@ -504,16 +521,20 @@ def _failed(record: Mapping[str, Any]) -> bool:
     return bool({"retrieval", "generation"} & set(record.get("errors", {})))
 
 
-def ranked_configurations(summary: Mapping[str, Mapping[str, float]], metric: str) -> list[str]:
+def ranked_configurations(
+    summary: Mapping[str, Mapping[str, float]], metric: str, exclude: Iterable[str] = ()
+) -> list[str]:
     """Return the configurations with a finite mean ``metric``, best first (ties keep their order).
 
-    The headline of a report and the winner-vs-runner-up test both take the first two of this ranking.
+    The headline of a report and the winner-vs-runner-up test both take the first two of this ranking;
+    ``exclude`` leaves out the reference conditions, which are no contenders.
     """
     higher_is_better = METRIC_INFO.get(metric, (True, ""))[0]
+    excluded = set(exclude)
     finite = {
         name: value
         for name, value in ((n, means.get(metric)) for n, means in summary.items())
-        if value is not None and math.isfinite(value)
+        if name not in excluded and value is not None and math.isfinite(value)
     }
     return sorted(finite, key=finite.__getitem__, reverse=higher_is_better)
 
@@ -601,6 +622,13 @@ def _aggregate(
     if generating and not dataset.decisions:
         notes.append("The questions have no gold yes/no/maybe decisions: decision_accuracy was not computed.")
 
+    references = [c.name for c in configurations if c.reference]
+    if references:
+        notes.append(
+            f"{' and '.join(references)}: reference conditions of the same generator (see "
+            "heal_rag.systems.reference_systems), not systems; they are never ranked best. Decision accuracy "
+            "says something about retrieval only when gold is clearly above no-context."
+        )
     summary: dict[str, dict[str, float]] = {}
     intervals: dict[str, dict[str, ConfidenceInterval]] = {}
     for name, arrays in per_question.items():
@@ -611,7 +639,7 @@ def _aggregate(
         summary[name] = {m: ci.mean for m, ci in intervals[name].items()}
     if pairs is not None:
         pairs = list(dict.fromkeys(tuple(p) for p in pairs))
-        ranked = ranked_configurations(summary, "ndcg@10")
+        ranked = ranked_configurations(summary, "ndcg@10", exclude=references)
         if len(ranked) >= 2 and (ranked[1], ranked[0]) not in pairs and (ranked[0], ranked[1]) not in pairs:
             pairs.append((ranked[1], ranked[0]))
     comparisons = compare_configurations(
@@ -628,6 +656,7 @@ def _aggregate(
         notes=notes,
         config=run_config,
         checkpoint=None if checkpoint.path is None else str(checkpoint.path),
+        references=references,
     )
 
 

@@ -10,6 +10,7 @@ JSON layout (NaN becomes ``null``)::
      "comparisons": [{"metric", "a", "b", "diff", "low", "high", "p_value", "p_holm", ...}, ...],
      "counts": {name: {"questions", "retrieval_failures", "generation_failures", "judge_failures", "nan"}},
      "headline": "Best ndcg@10: ... over ... (runner-up; paired permutation p = ...)" | null,
+     "references": [name, ...],  # reference conditions (gold, no-context), never ranked best
      "topics": [{"level", "topic", "terms", "n_documents", "n_questions", "means": {name: x}}] | null,
      "notes": [...], "config": {...}, "versions": {...}, "hierarchy": {...} | null,
      "question_ids": [...], "per_question": {name: {metric: [score | null, ...]}}}
@@ -117,6 +118,7 @@ def report_dict(
         {
             "configurations": result.summary,
             "headline": headline(result),
+            "references": result.references,
             "topics": topics,
             "intervals": {
                 c: {m: ci.to_dict() for m, ci in per.items()} for c, per in result.intervals.items()
@@ -159,7 +161,8 @@ def _higher_is_better(metric: str) -> bool:
 
 
 def _best(result: RAGEvaluationResult, metric: str) -> str | None:
-    values = {c: result.summary[c].get(metric, math.nan) for c in result.configurations}
+    contenders = [c for c in result.configurations if c not in result.references]
+    values = {c: result.summary[c].get(metric, math.nan) for c in contenders}
     finite = {c: v for c, v in values.items() if v is not None and math.isfinite(v)}
     if len(finite) < 2 or len(set(finite.values())) == 1:
         return None
@@ -197,7 +200,7 @@ def headline(result: RAGEvaluationResult, metric: str = "ndcg@10") -> str | None
     """
     from heal_rag.evaluation.rag import ranked_configurations
 
-    order = ranked_configurations(result.summary, metric)
+    order = ranked_configurations(result.summary, metric, exclude=result.references)
     if len(order) < 2:
         return None
     winner, runner_up = order[0], order[1]
